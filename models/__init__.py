@@ -1,0 +1,1 @@
+"""Reference models written for irtools (no downloads, transformers-independent)."""

@@ -1,0 +1,1 @@
+"""Analysis passes over the irtools IR; ``passes.pipeline`` lists them in order."""

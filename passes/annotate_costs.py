@@ -1,0 +1,56 @@
+"""Cost pass: give every op node its ``kind`` and symbolic ``flops``/``bytes_*`` by rule.
+
+Reads ``op``, ``inputs``, ``outputs``, ``args``; writes ``kind``, ``flops``,
+``bytes_read``, ``bytes_written``, ``matmul_flops``, ``alias``, ``unsupported``.
+Unknown ops never raise: zero cost, ``unsupported=True``, counted in the report.
+Rules are cached per (op, shapes, args) since stacked layers repeat the same calls.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from irtools.ir import IRGraph
+from passes.costs import Cost, OpCall, lookup
+
+_ZERO = sympy.Integer(0)
+
+
+def _key(call: OpCall):
+    try:
+        return (call.op, call.inputs, call.outputs, tuple(sorted((k, repr(v)) for k, v in call.args.items())))
+    except TypeError:
+        return None
+
+
+def annotate_costs(ir: IRGraph) -> IRGraph:
+    """Annotate every node of ``ir`` in place (and return it)."""
+    cache: dict = {}
+    for _node_id, attrs in ir.nodes():
+        call = OpCall(attrs["op"], tuple(attrs["inputs"]), tuple(attrs["outputs"]), dict(attrs["args"]))
+        entry = lookup(call.op)
+        cost, kind, unsupported = Cost(), "unknown", entry is None
+        if entry is not None:
+            kind = entry.kind
+            key = _key(call)
+            if key is not None and key in cache:
+                cost = cache[key]
+            else:
+                try:
+                    cost = entry.fn(call)
+                except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                    cost, unsupported = Cost(), True
+                    attrs["cost_error"] = f"{type(exc).__name__}: {exc}"
+                cost = Cost(*(sympy.expand(e) for e in (cost.flops, cost.bytes_read, cost.bytes_written, cost.matmul_flops)), cost.alias)
+                if key is not None:
+                    cache[key] = cost
+        attrs.update(
+            kind=kind,
+            flops=cost.flops,
+            bytes_read=cost.bytes_read,
+            bytes_written=cost.bytes_written,
+            matmul_flops=cost.matmul_flops,
+            alias=cost.alias,
+            unsupported=unsupported,
+        )
+    return ir

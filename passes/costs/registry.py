@@ -1,0 +1,151 @@
+"""The cost-rule registry: ``@cost_rule("aten.mm", kind="matmul")`` on a pure function.
+
+A rule receives an :class:`OpCall` (tensor specs in argument order, non-tensor arguments by
+name) and returns a :class:`Cost` of sympy expressions. Rules compose by calling each other
+and are built by the handle factories below instead of being copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from irtools.ir import TensorSpec
+
+ZERO = sympy.Integer(0)
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """What a rule sees of one node: input and output tensor specs, and other arguments."""
+
+    op: str
+    inputs: tuple[TensorSpec | None, ...]
+    outputs: tuple[TensorSpec | None, ...]
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tensors_in(self) -> list[TensorSpec]:
+        return [t for t in self.inputs if t is not None]
+
+    @property
+    def tensors_out(self) -> list[TensorSpec]:
+        return [t for t in self.outputs if t is not None]
+
+    @property
+    def out(self) -> TensorSpec:
+        return self.tensors_out[0]
+
+    def arg(self, name: str, default=None):
+        return self.args.get(name, default)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Symbolic costs of one op. ``matmul_flops`` is the 2·M·N·K part alone (what
+    FlopCounterMode counts); ``alias`` marks ops whose output is a view of an input."""
+
+    flops: sympy.Expr = ZERO
+    bytes_read: sympy.Expr = ZERO
+    bytes_written: sympy.Expr = ZERO
+    matmul_flops: sympy.Expr = ZERO
+    alias: bool = False
+
+
+FREE = Cost()
+ALIAS = Cost(alias=True)
+
+Rule = Callable[[OpCall], Cost]
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    """A registered rule: the canonical kind it gives its ops, and the function."""
+
+    kind: str
+    fn: Rule
+
+
+_REGISTRY: dict[str, RuleEntry] = {}
+
+
+def cost_rule(*ops: str, kind: str) -> Callable[[Rule], Rule]:
+    """Register ``fn`` as the cost rule of ``ops`` (names without overload), of ``kind``."""
+
+    def register(fn: Rule) -> Rule:
+        for op in ops:
+            _REGISTRY[op] = RuleEntry(kind, fn)
+        return fn
+
+    return register
+
+
+def register_handle(ops: tuple[str, ...], kind: str, fn: Rule) -> None:
+    """Register a rule built by a handle factory for several ops at once."""
+    cost_rule(*ops, kind=kind)(fn)
+
+
+def op_packet(op: str) -> str:
+    """``aten.addmm.default`` -> ``aten.addmm`` (rules key on the packet, not the overload)."""
+    if op.startswith("aten.") and op.count(".") >= 2:
+        return op.rsplit(".", 1)[0]
+    return op
+
+
+def lookup(op: str) -> RuleEntry | None:
+    """The rule for a frontend op name, or None when the op is unknown."""
+    return _REGISTRY.get(op) or _REGISTRY.get(op_packet(op))
+
+
+def registered_ops() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# ---- handle factories: shared shapes of rules -------------------------------------------
+
+
+def read_all(call: OpCall) -> sympy.Expr:
+    return sympy.Add(*(t.nbytes for t in call.tensors_in))
+
+
+def write_all(call: OpCall) -> sympy.Expr:
+    return sympy.Add(*(t.nbytes for t in call.tensors_out))
+
+
+def elementwise(flops_per_element: int) -> Rule:
+    """n flops per output element; read every input, write every output."""
+
+    def rule(call: OpCall) -> Cost:
+        return Cost(flops_per_element * call.out.numel, read_all(call), write_all(call))
+
+    return rule
+
+
+def per_input_element(flops_per_element: int) -> Rule:
+    """n flops per element of the first input (reductions, norms, softmax)."""
+
+    def rule(call: OpCall) -> Cost:
+        return Cost(flops_per_element * call.tensors_in[0].numel, read_all(call), write_all(call))
+
+    return rule
+
+
+def copy(call: OpCall) -> Cost:
+    """A data copy: no flops, read the inputs, write the outputs."""
+    return Cost(ZERO, read_all(call), write_all(call))
+
+
+def produce(call: OpCall) -> Cost:
+    """A factory (full, arange, zeros): write the output, read nothing."""
+    return Cost(ZERO, ZERO, write_all(call))
+
+
+def free(call: OpCall) -> Cost:
+    return FREE
+
+
+def alias(call: OpCall) -> Cost:
+    return ALIAS
