@@ -105,13 +105,19 @@ def _qualname(cls: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _scope(node: torch.fx.Node) -> list[Scope]:
+def _scope(node: torch.fx.Node, root: Scope) -> list[Scope]:
+    """Module nesting from ``nn_module_stack``: the root module first, innermost last."""
     stack = node.meta.get("nn_module_stack") or {}
-    scopes = [Scope("", "")]
+    scopes = [root]
     for path, cls in stack.values():
+        cls = _qualname(cls)
+        if not re.match(r"^[\w.]+$", cls) or cls.startswith("_empty_nn_module_stack"):
+            continue
         path = re.sub(r"^L\['self'\]\.?", "", str(path))
         path = re.sub(r"\._modules\['([^']+)'\]", r".\1", path)
-        scopes.append(Scope(path, _qualname(cls)))
+        if path == "":
+            continue
+        scopes.append(Scope(path, cls))
     return scopes
 
 
@@ -225,10 +231,10 @@ def capture_module(
         raise CaptureError(
             f"torch.export failed{' at ' + where if where else ''}: {_first_line(exc)}"
         ) from exc
-    return build_ir(ep, paths, dims, name or type(module).__name__, kv_inputs)
+    return build_ir(ep, paths, dims, name or type(module).__name__, kv_inputs, root=Scope("", _qualname(type(module))))
 
 
-def build_ir(ep, paths, dims, name, kv_inputs=None) -> IRGraph:
+def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope = Scope("", "")) -> IRGraph:
     """The IR of an ExportedProgram whose user inputs flatten to ``paths``."""
     from torch.export.graph_signature import InputKind
 
@@ -256,6 +262,7 @@ def build_ir(ep, paths, dims, name, kv_inputs=None) -> IRGraph:
 
     conv = _Converter(rename)
     ir = IRGraph(name=name, frontend="torch", dims=example)
+    ir.meta["root_class"] = root.cls
     roles = {}
     for spec in sig.input_specs:
         if spec.kind == InputKind.PARAMETER:
@@ -294,7 +301,7 @@ def build_ir(ep, paths, dims, name, kv_inputs=None) -> IRGraph:
             inputs=in_specs,
             outputs=out_specs,
             args={k: _plain(conv, v) for k, v in others.items()},
-            scope=_scope(node),
+            scope=_scope(node, root),
             source=_source(node),
         )
         for producer in in_nodes:

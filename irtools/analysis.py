@@ -1,0 +1,151 @@
+"""The Python API: capture a model, run the pass pipeline, and hold the results.
+
+>>> result = irtools.analyze()                       # the seed's GPT2Attention, prefill
+>>> result.evaluate(batch_size=1, seq_len=1024)["flops"]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from irtools.ir import IRGraph
+from irtools.symbols import BYTE_SYMBOLS, evaluate, sym
+from passes import pipeline
+from passes.lines import LineTable
+
+COSTS = ("flops", "bytes_read", "bytes_written")
+SCENARIO_BINDINGS = {
+    "prefill": {"batch_size": 1, "seq_len": 1024},
+    "decode": {"batch_size": 1, "seq_len": 1, "cache_len": 1023},
+}
+
+
+@dataclass
+class ModuleCost:
+    path: str
+    cls: str
+    flops: sympy.Expr
+    bytes_read: sympy.Expr
+    bytes_written: sympy.Expr
+    children: list[ModuleCost] = field(default_factory=list)
+
+
+@dataclass
+class AnalysisResult:
+    """Everything one analysis found: the annotated IR, its totals, modules and lines."""
+
+    ir: IRGraph
+    scenario: str | None
+    bindings: dict[str, float]
+    totals: dict[str, sympy.Expr]
+    modules: ModuleCost
+    lines: LineTable
+    unsupported: list[tuple[str, int]]
+
+    @property
+    def nodes(self) -> list[tuple[str, dict]]:
+        return [(n, a) for n, a in self.ir.nodes() if a["kind"] != "free"]
+
+    @property
+    def symbols(self) -> set[str]:
+        """Names a binding may set: the dims of the capture, the byte symbols, and any free symbol."""
+        names = set(self.ir.dims) | set(BYTE_SYMBOLS)
+        for expr in self.totals.values():
+            names |= {s.name for s in expr.free_symbols}
+        if "cache_len" in names:
+            names.add("kv_len")
+        return names
+
+    def value(self, expr, bindings: dict[str, float] | None = None):
+        return evaluate(expr, {**self.bindings, **(bindings or {})})
+
+    def evaluate(self, **bindings: float) -> dict[str, float | None]:
+        """Totals as numbers under the result's bindings updated by ``bindings``."""
+        return {k: self.value(v, bindings) for k, v in self.totals.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        from irtools.report import build_report
+
+        return build_report(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def _module_tree(tree, path="") -> ModuleCost:
+    data = tree.nodes[path]
+    return ModuleCost(
+        path, data["cls"], data["flops"], data["bytes_read"], data["bytes_written"],
+        [_module_tree(tree, child) for child in tree.successors(path)],
+    )
+
+
+def check_bindings(known: set[str], bindings: dict[str, float]) -> None:
+    """Reject bindings of dims the model does not have and non-positive / non-integer sizes."""
+    for name, value in bindings.items():
+        if name not in known:
+            raise ValueError(f"no dimension named {name!r} in this model (known: {', '.join(sorted(known))})")
+        if name in BYTE_SYMBOLS:
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of bytes, got {value}")
+        elif not float(value).is_integer() or value < 1:
+            raise ValueError(f"dimension {name} must be a positive integer, got {value}")
+
+
+def analyze_ir(
+    ir: IRGraph, scenario: str | None = None, bindings: dict[str, float] | None = None, line_module: str = ""
+) -> AnalysisResult:
+    """Run the pass pipeline over a captured IR and collect the results."""
+    pipeline.run(ir, line_module)
+    totals = {c: sympy.expand(sympy.Add(*(a[c] for _, a in ir.nodes()))) for c in COSTS}
+    counts: dict[str, int] = {}
+    for _, a in ir.nodes():
+        if a["unsupported"]:
+            counts[a["op"]] = counts.get(a["op"], 0) + 1
+    base = {**ir.default_bindings, **SCENARIO_BINDINGS.get(scenario or "", {})}
+    if scenario == "prefill":
+        base.pop("cache_len", None)
+    result = AnalysisResult(
+        ir, scenario, {}, totals, _module_tree(ir.meta["modules"]), ir.meta["lines"], sorted(counts.items())
+    )
+    known = result.symbols
+    base = {k: v for k, v in base.items() if k in known}
+    check_bindings(known, dict(bindings or {}))
+    result.bindings = {**base, **(bindings or {})}
+    if "kv_len" in result.bindings:  # kv_len is derived: cache_len = kv_len - seq_len
+        kv = result.bindings.pop("kv_len")
+        result.bindings["cache_len"] = kv - result.bindings.get("seq_len", 0)
+        check_bindings(known, {"cache_len": result.bindings["cache_len"]})
+    return result
+
+
+def analyze_module(module, args=(), kwargs=None, dims=None, *, scenario=None, bindings=None, name=None, line_module=""):
+    """Capture a torch module with torch.export and analyze it."""
+    from irtools.capture import capture_module
+
+    ir = capture_module(module, args, kwargs, dims, name=name)
+    return analyze_ir(ir, scenario, bindings, line_module)
+
+
+def analyze(model: str | None = None, scenario: str = "prefill", bindings: dict[str, float] | None = None, line_module: str = "") -> AnalysisResult:
+    """Analyze a preset, a ``package.module:Class`` spec, or an ``.onnx`` file."""
+    from irtools.presets import DEFAULT_PRESET, recipe_for
+
+    model = model or DEFAULT_PRESET
+    if model.endswith(".onnx"):
+        from irtools.capture.onnx_frontend import capture_onnx
+
+        ir = capture_onnx(model)
+        return analyze_ir(ir, None, bindings, line_module)
+    recipe = recipe_for(model, scenario)
+    return analyze_module(
+        recipe.module, recipe.args, recipe.kwargs, recipe.dims,
+        scenario=scenario, bindings=bindings, name=recipe.name, line_module=line_module,
+    )
+
+
+__all__ = ["AnalysisResult", "ModuleCost", "analyze", "analyze_ir", "analyze_module", "check_bindings", "sym"]

@@ -1,0 +1,1 @@
+"""Renderers and exporters over an analysis result (data collection lives elsewhere)."""

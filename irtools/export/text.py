@@ -1,0 +1,96 @@
+"""Terminal-friendly renderings of an analysis: a per-line table, Markdown and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+
+def human(value, unit: str = "") -> str:
+    """1.23e9 -> '1.23 G' (with unit); None -> '-'."""
+    if value is None:
+        return "-"
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.4g} {unit}".rstrip()
+
+
+def _rows(report, depth: int = 1):
+    def walk(entries, level):
+        for k in entries:
+            yield level, k
+            if level < depth:
+                yield from walk(k["sub_entries"], level + 1)
+
+    yield from walk(report["lines"]["kernels"], 0)
+
+
+def _header(report) -> list[str]:
+    b = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["bindings"].items())
+    t = report["totals"]
+    return [
+        f"{report['model']} ({report['frontend']}, {report['scenario'] or 'graph'}) — {report['lines']['class_name']}",
+        f"bindings: {b}",
+        f"total FLOPs: {t['flops']['expr']}  = {human(t['flops']['value'], 'FLOP')}",
+        f"bytes read:  {t['bytes_read']['expr']}  = {human(t['bytes_read']['value'], 'B')}",
+        f"bytes written: {t['bytes_written']['expr']}  = {human(t['bytes_written']['value'], 'B')}",
+    ]
+
+
+def render_table(report) -> str:
+    """A plain-text per-line table with formulas and values."""
+    lines = _header(report) + [""]
+    cols = ("line", "type", "code", "FLOPs formula", "FLOPs", "read", "written")
+    rows = []
+    for level, k in _rows(report):
+        v = k["values"]
+        rows.append((
+            ("  " * level) + str(k["line"]),
+            k["kernel_type"],
+            k["code"][:48],
+            k["flops"],
+            human(v["flops"]),
+            human(v["bytes_read"], "B"),
+            human(v["bytes_written"], "B"),
+        ))
+    widths = [min(72, max(len(c), *(len(r[i]) for r in rows))) for i, c in enumerate(cols)] if rows else [len(c) for c in cols]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines.append(fmt.format(*cols))
+    lines.append(fmt.format(*("-" * w for w in widths)))
+    for r in rows:
+        lines.append(fmt.format(*(c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(r, widths))))
+    if report["unsupported"]:
+        lines.append("")
+        lines.append("unsupported ops (costed 0): " + ", ".join(f"{u['op']}×{u['count']}" for u in report["unsupported"]))
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(report) -> str:
+    out = ["# " + _header(report)[0], "", *("- " + h for h in _header(report)[1:]), ""]
+    out.append("| line | type | code | FLOPs | read | write | FLOPs value |")
+    out.append("|---|---|---|---|---|---|---|")
+    for level, k in _rows(report):
+        code = k["code"].replace("|", "\\|")
+        out.append(
+            f"| {'↳ ' * level}{k['line']} | {k['kernel_type']} | `{code}` | `{k['flops']}` | "
+            f"`{k['memory_access']['read']}` | `{k['memory_access']['write']}` | {human(k['values']['flops'])} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def render_csv(report) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "op", "kind", "module", "line", "flops", "bytes_read", "bytes_written", "flops_value", "bytes_read_value", "bytes_written_value"])
+    for n in report["nodes"]:
+        src = n["source"] or {}
+        w.writerow([
+            n["id"], n["op"], n["kind"], n["module"], src.get("line", ""),
+            n["flops"]["expr"], n["bytes_read"]["expr"], n["bytes_written"]["expr"],
+            n["flops"]["value"], n["bytes_read"]["value"], n["bytes_written"]["value"],
+        ])
+    return buf.getvalue()
+
+
+RENDERERS = {"table": render_table, "md": render_markdown, "csv": render_csv}

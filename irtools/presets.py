@@ -1,0 +1,97 @@
+"""Built-in models: a name -> how to build the module and its example inputs per scenario.
+
+Example sizes are distinct primes >= 2 so torch.export neither specializes a dim (0/1) nor
+merges two dims of equal size.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+EXAMPLE_SIZES = {"batch_size": 3, "seq_len": 5, "cache_len": 7}
+SCENARIOS = ("prefill", "decode")
+
+
+@dataclass
+class Recipe:
+    """What capture needs: the module, its example inputs, and the names of dynamic dims."""
+
+    module: torch.nn.Module
+    args: tuple
+    kwargs: dict[str, Any]
+    dims: dict[str, dict[int, str]]
+    name: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    cls_path: str  # "package.module:Class"
+    build: Callable[[type, str], Recipe]
+
+
+def _gpt2_attention_inputs(module: torch.nn.Module, scenario: str, name: str) -> Recipe:
+    b, s, c = (EXAMPLE_SIZES[k] for k in ("batch_size", "seq_len", "cache_len"))
+    hidden, heads = module.embed_dim, module.num_heads
+    x = torch.randn(b, s, hidden)
+    dims = {"hidden_states": {0: "batch_size", 1: "seq_len"}}
+    kwargs: dict[str, Any] = {}
+    if scenario == "decode":
+        past = torch.randn(b, heads, c, hidden // heads)
+        kwargs["layer_past"] = (past, past.clone())
+        for i in (0, 1):
+            dims[f"layer_past.{i}"] = {0: "batch_size", 2: "cache_len"}
+    return Recipe(module, (x,), kwargs, dims, name)
+
+
+def _seed_attention(cls: type, scenario: str) -> Recipe:
+    from models.gpt2_attention import GPT2Config
+
+    return _gpt2_attention_inputs(cls(GPT2Config()).eval(), scenario, "GPT2Attention")
+
+
+PRESETS: dict[str, Preset] = {
+    "gpt2-attention": Preset(
+        "gpt2-attention",
+        "the seed's GPT2Attention (transformers 4.x semantics), GPT-2 small config (768 hidden, 12 heads)",
+        "models.gpt2_attention:GPT2Attention",
+        _seed_attention,
+    ),
+}
+DEFAULT_PRESET = "gpt2-attention"
+
+
+def resolve_class(spec: str) -> type:
+    """Import ``package.module:Class``."""
+    module_name, _, cls_name = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in cls_name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {spec!r}: {exc}") from exc
+    if not isinstance(obj, type) or not issubclass(obj, torch.nn.Module):
+        raise ValueError(f"{spec!r} is not a torch.nn.Module class")
+    return obj
+
+
+def recipe_for(model: str, scenario: str) -> Recipe:
+    """The recipe of a preset name or of a ``package.module:Class`` a preset knows inputs for."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
+    if model in PRESETS:
+        preset = PRESETS[model]
+        return preset.build(resolve_class(preset.cls_path), scenario)
+    if ":" in model:
+        cls = resolve_class(model)
+        for preset in PRESETS.values():
+            if preset.cls_path.split(":")[1] == cls.__name__:
+                return preset.build(cls, scenario)
+        raise ValueError(f"no preset knows the inputs of {cls.__name__}; use the Python API (irtools.analyze_module)")
+    raise ValueError(f"unknown model {model!r}: not a preset ({', '.join(PRESETS)}), an .onnx file or package.module:Class")

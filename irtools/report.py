@@ -1,0 +1,103 @@
+"""The JSON report (schema ``irtools.report/1``, ../shared/DESIGN.md): data, no rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from irtools.symbols import pretty
+
+SCHEMA = "irtools.report/1"
+
+
+def cost(result, expr) -> dict[str, Any]:
+    """``{"expr": sympy string, "value": number or None}``."""
+    return {"expr": str(expr), "value": result.value(expr)}
+
+
+def _node(result, node_id: str, a: dict) -> dict[str, Any]:
+    src = a["source"]
+    scope = a["scope"][-1] if a["scope"] else None
+    return {
+        "id": node_id,
+        "op": a["op"],
+        "kind": a["kind"],
+        "module": a.get("module", ""),
+        "module_class": scope.cls if scope else "",
+        "source": {"file": src.file, "line": src.line, "code": src.code} if src else None,
+        "outputs": [
+            {"shape": [str(d) for d in t.shape], "dtype": t.dtype, "role": t.role} for t in a["outputs"] if t is not None
+        ],
+        "flops": cost(result, a["flops"]),
+        "bytes_read": cost(result, a["bytes_read"]),
+        "bytes_written": cost(result, a["bytes_written"]),
+        "unsupported": a["unsupported"],
+    }
+
+
+def _module(result, m) -> dict[str, Any]:
+    return {
+        "path": m.path,
+        "class": m.cls,
+        "flops": cost(result, m.flops),
+        "bytes_read": cost(result, m.bytes_read),
+        "bytes_written": cost(result, m.bytes_written),
+        "children": [_module(result, c) for c in m.children],
+    }
+
+
+def line_entry(result, e) -> dict[str, Any]:
+    """One line in the seed's module-analysis format, plus line, code, values and sub-lines."""
+    return {
+        "line": e.line,
+        "code": e.code,
+        "function": e.function,
+        "kernel_type": e.kernel_type,
+        "operation": e.operation or "view / no-op",
+        "analysis": _analysis_text(e),
+        "flops": e.flops_formula,
+        "memory_access": {"read": e.read_formula, "write": e.write_formula},
+        "flops_expanded": pretty(e.flops),
+        "memory_access_expanded": {"read": pretty(e.bytes_read), "write": pretty(e.bytes_written)},
+        "values": {
+            "flops": result.value(e.flops),
+            "bytes_read": result.value(e.bytes_read),
+            "bytes_written": result.value(e.bytes_written),
+        },
+        "nodes": e.nodes,
+        "sub_entries": [line_entry(result, s) for s in e.sub_entries],
+    }
+
+
+def _analysis_text(e) -> str:
+    parts = []
+    if e.references:
+        parts.append("calls " + ", ".join(e.references))
+    if e.sub_entries:
+        parts.append(f"helper {e.sub_entries[0].function}() broken down in sub_entries")
+    parts.append(f"{len(e.nodes)} graph node(s): {e.operation or 'views only (no data movement)'}")
+    return "; ".join(parts)
+
+
+def build_report(result) -> dict[str, Any]:
+    ir = result.ir
+    return {
+        "schema": SCHEMA,
+        "model": ir.name,
+        "frontend": ir.frontend,
+        "scenario": result.scenario,
+        "bindings": result.bindings,
+        "totals": {k: cost(result, v) for k, v in result.totals.items()},
+        "nodes": [_node(result, n, a) for n, a in result.nodes],
+        "modules": [_module(result, result.modules)],
+        "lines": {
+            "class_name": result.lines.class_name,
+            "module_path": result.lines.module_path,
+            "file": result.lines.file,
+            "kernels": [line_entry(result, e) for e in result.lines.entries],
+        },
+        "unsupported": [{"op": op, "count": n} for op, n in result.unsupported],
+        "coverage": {
+            "ops_seen": sorted({a["op"] for _, a in ir.nodes()}),
+            "ops_unsupported": [op for op, _ in result.unsupported],
+        },
+    }

@@ -1,0 +1,42 @@
+"""Hierarchy pass: a networkx tree of module scopes, each holding its subtree's cost sums.
+
+Reads node ``scope``, ``flops``, ``bytes_read``, ``bytes_written``; writes node attr
+``module`` (innermost path) and ``ir.meta["modules"]``: a DiGraph rooted at path ``""`` whose
+nodes carry ``cls``, ``flops``, ``bytes_read``, ``bytes_written`` and ``nodes`` (op ids).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import sympy
+
+from irtools.ir import IRGraph
+
+COSTS = ("flops", "bytes_read", "bytes_written")
+
+
+def build_hierarchy(ir: IRGraph) -> IRGraph:
+    tree = nx.DiGraph()
+    root_cls = ir.meta.get("root_class", "")
+    tree.add_node("", cls=root_cls, nodes=[], **{c: [] for c in COSTS})
+    for node_id, attrs in ir.nodes():
+        scopes = attrs["scope"] or []
+        parent = ""
+        for scope in scopes:
+            if scope.path == "":
+                continue
+            if scope.path not in tree:
+                tree.add_node(scope.path, cls=scope.cls, nodes=[], **{c: [] for c in COSTS})
+                tree.add_edge(parent, scope.path)
+            parent = scope.path
+        attrs["module"] = parent
+        for path in [""] + [s.path for s in scopes if s.path]:
+            data = tree.nodes[path]
+            data["nodes"].append(node_id)
+            for c in COSTS:
+                data[c].append(attrs[c])
+    for _path, data in tree.nodes(data=True):
+        for c in COSTS:
+            data[c] = sympy.expand(sympy.Add(*data[c]))
+    ir.meta["modules"] = tree
+    return ir

@@ -1,0 +1,196 @@
+"""Line-table pass: the seed's per-source-line analysis of one module's ``forward``.
+
+For the module at ``path`` (default: the root), every node of its subtree is attributed to
+the line of that module's ``forward`` it came from (found in the node's frame chain).
+Lines that call a child module are ``composite`` and reference it as
+``${qualified.Class}(args)``; lines of own ops are ``basic`` with explicit formulas; lines
+calling a helper method (``_attn``) carry that helper's own lines as ``sub_entries``.
+Writes ``ir.meta["lines"]`` (a :class:`LineTable`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from irtools.ir import Frame, IRGraph, TensorSpec
+from irtools.symbols import pretty
+
+SKIP_KINDS = {"free"}
+
+
+@dataclass
+class LineEntry:
+    """One source line: formulas, the module calls it makes, and helper sub-lines."""
+
+    line: int
+    code: str
+    kernel_type: str  # "basic" | "composite"
+    operation: str
+    flops: sympy.Expr
+    bytes_read: sympy.Expr
+    bytes_written: sympy.Expr
+    references: list[str] = field(default_factory=list)  # ${Class}(args) of module calls
+    own_flops: sympy.Expr = sympy.Integer(0)
+    own_read: sympy.Expr = sympy.Integer(0)
+    own_write: sympy.Expr = sympy.Integer(0)
+    nodes: list[str] = field(default_factory=list)
+    function: str = "forward"
+    sub_entries: list[LineEntry] = field(default_factory=list)
+
+    def _formula(self, own: sympy.Expr) -> str:
+        parts = list(self.references)
+        if own != 0 or not parts:
+            parts.append(pretty(own))
+        return " + ".join(parts)
+
+    @property
+    def flops_formula(self) -> str:
+        return self._formula(self.own_flops)
+
+    @property
+    def read_formula(self) -> str:
+        return self._formula(self.own_read)
+
+    @property
+    def write_formula(self) -> str:
+        return self._formula(self.own_write)
+
+
+@dataclass
+class LineTable:
+    class_name: str
+    module_path: str
+    file: str | None
+    entries: list[LineEntry]
+
+
+def _depth(path: str) -> int:
+    return 0 if path == "" else path.count(".") + 1
+
+
+def _sum(exprs) -> sympy.Expr:
+    return sympy.expand(sympy.Add(*exprs))
+
+
+def module_reference(ir: IRGraph, path: str, tree) -> str:
+    """``${Class}(input dims..., out features)`` for the call of the module at ``path``."""
+    node_ids = tree.nodes[path]["nodes"]
+    produced: set[int] = set()
+    first_in: TensorSpec | None = None
+    last_out: TensorSpec | None = None
+    for nid in node_ids:
+        attrs = ir.graph.nodes[nid]
+        for spec in attrs["inputs"]:
+            if spec is not None and id(spec) not in produced and spec.role not in ("weight", "constant"):
+                first_in = first_in or spec
+        for spec in attrs["outputs"]:
+            if spec is not None:
+                produced.add(id(spec))
+                last_out = spec
+    args: tuple = first_in.shape if first_in is not None else ()
+    has_weights = any(
+        spec is not None and spec.role == "weight" for nid in node_ids for spec in ir.graph.nodes[nid]["inputs"]
+    )
+    if last_out is not None and first_in is not None and last_out.shape:
+        if has_weights or last_out.shape[-1] != first_in.shape[-1]:
+            args = args + (last_out.shape[-1],)
+    return "${%s}(%s)" % (tree.nodes[path]["cls"], ", ".join(pretty(a) for a in args))
+
+
+def _owner_frame(frames: tuple[Frame, ...], file: str | None, span: tuple[int, int] | None, depth: int):
+    """Index of the frame of the analyzed module's forward within a node's frame chain."""
+    if file and span:
+        for i, f in enumerate(frames):
+            if f.file == file and f.function == "forward" and span[0] <= f.line <= span[1]:
+                return i
+    forwards = [i for i, f in enumerate(frames) if f.function == "forward"]
+    return forwards[depth] if depth < len(forwards) else None
+
+
+def _class_source(cls_name: str) -> tuple[str | None, tuple[int, int] | None]:
+    import importlib
+    import inspect
+
+    module_name, _, qual = cls_name.rpartition(".")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        lines, start = inspect.getsourcelines(obj.forward)
+        return inspect.getsourcefile(obj.forward), (start, start + len(lines) - 1)
+    except Exception:  # noqa: BLE001 - classes we cannot import fall back to frame depth
+        return None, None
+
+
+def _entries(ir, items, depth, tree, function) -> list[LineEntry]:
+    """Group (node id, frame index) pairs by the line of the frame at that index."""
+    by_line: dict[int, list] = {}
+    codes: dict[int, str] = {}
+    for nid, frames, idx in items:
+        frame = frames[idx]
+        by_line.setdefault(frame.line, []).append((nid, frames, idx))
+        codes[frame.line] = frame.code
+    entries = []
+    for line in sorted(by_line):
+        group = by_line[line]
+        ids = [nid for nid, _, _ in group]
+        if all(ir.graph.nodes[n]["kind"] in SKIP_KINDS for n in ids):
+            continue
+        children: list[str] = []
+        own, helpers = [], []
+        for nid, frames, idx in group:
+            attrs = ir.graph.nodes[nid]
+            scopes = [s.path for s in attrs["scope"] if s.path]
+            nxt = idx + 1
+            via_helper = nxt < len(frames) and frames[nxt].function != "forward"
+            if len(scopes) > depth and not via_helper:
+                child = scopes[depth]
+                if child not in children:
+                    children.append(child)
+                continue
+            own.append(nid)
+            if via_helper:
+                helpers.append((nid, frames, nxt))
+        refs = [module_reference(ir, c, tree) for c in children]
+        g = ir.graph.nodes
+        entry = LineEntry(
+            line=line,
+            code=codes[line],
+            kernel_type="composite" if children else "basic",
+            operation=", ".join(dict.fromkeys(g[n]["kind"] for n in ids if g[n]["kind"] not in SKIP_KINDS)),
+            flops=_sum(g[n]["flops"] for n in ids),
+            bytes_read=_sum(g[n]["bytes_read"] for n in ids),
+            bytes_written=_sum(g[n]["bytes_written"] for n in ids),
+            references=refs,
+            own_flops=_sum(g[n]["flops"] for n in own),
+            own_read=_sum(g[n]["bytes_read"] for n in own),
+            own_write=_sum(g[n]["bytes_written"] for n in own),
+            nodes=ids,
+            function=function,
+        )
+        if helpers:
+            entry.sub_entries = _entries(ir, helpers, depth, tree, helpers[0][1][helpers[0][2]].function)
+        entries.append(entry)
+    return entries
+
+
+def build_lines(ir: IRGraph, path: str = "") -> IRGraph:
+    """Write the line table of the module at ``path`` into ``ir.meta["lines"]``."""
+    tree = ir.meta["modules"]
+    if path not in tree:
+        raise ValueError(f"no module at path {path!r} (modules: {', '.join(sorted(p or '<root>' for p in tree)[:12])})")
+    cls_name = tree.nodes[path]["cls"]
+    file, span = _class_source(cls_name)
+    depth = _depth(path)
+    items = []
+    for nid in tree.nodes[path]["nodes"]:
+        src = ir.graph.nodes[nid]["source"]
+        if src is None or not src.frames:
+            continue
+        idx = _owner_frame(src.frames, file, span, depth)
+        if idx is not None:
+            items.append((nid, src.frames, idx))
+    ir.meta["lines"] = LineTable(cls_name, path, file, _entries(ir, items, depth, tree, "forward"))
+    return ir
