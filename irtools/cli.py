@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -48,6 +50,24 @@ def write_output(text: str, path: str | None) -> None:
         raise
 
 
+@contextlib.contextmanager
+def quiet_stderr(enabled: bool = True):
+    """Silence what torch prints on stderr during capture (graph dumps, warnings) at the fd level."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink, contextlib.redirect_stderr(io.StringIO()):
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=None, help="preset name (default gpt2-attention), model.onnx, or package.module:Class")
     p.add_argument("--scenario", choices=("prefill", "decode"), default="prefill")
@@ -65,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(a)
     a.add_argument("--format", choices=("table", "json", "md", "csv"), default="table")
     a.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
-    a.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    a.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub.add_parser("presets", help="list built-in models")
     return parser
 
@@ -75,7 +95,8 @@ def _analyze(args) -> int:
     from irtools.export.text import RENDERERS
 
     bindings = parse_dims(args.dim)
-    result = analyze(args.model, args.scenario, bindings, line_module=args.module)
+    with quiet_stderr(not args.debug):
+        result = analyze(args.model, args.scenario, bindings, line_module=args.module)
     report = result.to_dict()
     if args.target or args.mode:
         report.update(_roofline(result, args.target or "h100-sxm", args.mode or "fused"))

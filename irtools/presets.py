@@ -7,6 +7,8 @@ merges two dims of equal size.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +72,8 @@ DEFAULT_PRESET = "gpt2-attention"
 def resolve_class(spec: str) -> type:
     """Import ``package.module:Class``."""
     module_name, _, cls_name = spec.partition(":")
+    if os.getcwd() not in sys.path:  # like `python -m`: modules of the working directory import
+        sys.path.insert(0, os.getcwd())
     try:
         obj = importlib.import_module(module_name)
         for part in cls_name.split("."):
@@ -93,5 +97,12 @@ def recipe_for(model: str, scenario: str) -> Recipe:
         for preset in PRESETS.values():
             if preset.cls_path.split(":")[1] == cls.__name__:
                 return preset.build(cls, scenario)
-        raise ValueError(f"no preset knows the inputs of {cls.__name__}; use the Python API (irtools.analyze_module)")
+        if hasattr(cls, "example_inputs"):
+            module = cls()
+            args, kwargs, dims = module.example_inputs(scenario)
+            return Recipe(module.eval(), tuple(args), dict(kwargs), dims, cls.__name__)
+        raise ValueError(
+            f"no preset knows the inputs of {cls.__name__}: give the class an example_inputs(scenario) method "
+            "returning (args, kwargs, dims), or use the Python API (irtools.analyze_module)"
+        )
     raise ValueError(f"unknown model {model!r}: not a preset ({', '.join(PRESETS)}), an .onnx file or package.module:Class")

@@ -124,7 +124,7 @@ def _class_source(cls_name: str) -> tuple[str | None, tuple[int, int] | None]:
         return None, None
 
 
-def _entries(ir, items, depth, tree, function) -> list[LineEntry]:
+def _entries(ir, items, depth, tree, function, file=None) -> list[LineEntry]:
     """Group (node id, frame index) pairs by the line of the frame at that index."""
     by_line: dict[int, list] = {}
     codes: dict[int, str] = {}
@@ -144,7 +144,9 @@ def _entries(ir, items, depth, tree, function) -> list[LineEntry]:
             attrs = ir.graph.nodes[nid]
             scopes = [s.path for s in attrs["scope"] if s.path]
             nxt = idx + 1
-            via_helper = nxt < len(frames) and frames[nxt].function != "forward"
+            via_helper = nxt < len(frames) and frames[nxt].function != "forward" and (
+                file is None or frames[nxt].file == file
+            )
             if len(scopes) > depth and not via_helper:
                 child = scopes[depth]
                 if child not in children:
@@ -171,7 +173,7 @@ def _entries(ir, items, depth, tree, function) -> list[LineEntry]:
             function=function,
         )
         if helpers:
-            entry.sub_entries = _entries(ir, helpers, depth, tree, helpers[0][1][helpers[0][2]].function)
+            entry.sub_entries = _entries(ir, helpers, depth, tree, helpers[0][1][helpers[0][2]].function, file)
         entries.append(entry)
     return entries
 
@@ -192,5 +194,5 @@ def build_lines(ir: IRGraph, path: str = "") -> IRGraph:
         idx = _owner_frame(src.frames, file, span, depth)
         if idx is not None:
             items.append((nid, src.frames, idx))
-    ir.meta["lines"] = LineTable(cls_name, path, file, _entries(ir, items, depth, tree, "forward"))
+    ir.meta["lines"] = LineTable(cls_name, path, file, _entries(ir, items, depth, tree, "forward", file))
     return ir

@@ -263,6 +263,7 @@ def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope = Scope("", ""))
     conv = _Converter(rename)
     ir = IRGraph(name=name, frontend="torch", dims=example)
     ir.meta["root_class"] = root.cls
+    ir.meta["rename"] = rename
     roles = {}
     for spec in sig.input_specs:
         if spec.kind == InputKind.PARAMETER:

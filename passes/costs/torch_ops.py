@@ -264,6 +264,7 @@ BINARY = (
     "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "masked_fill", "where",
     "lerp", "addcmul", "addcdiv", "atan2", "copysign", "bitwise_left_shift",
     "bitwise_right_shift", "add_", "mul_", "div_", "sub_", "masked_fill_", "hypot",
+    "__and__", "__or__", "__xor__", "__invert__", "__lshift__", "__rshift__", "diff", "pow_",
 )
 register_handle(_ops(*UNARY, *BINARY), "elementwise", elementwise(1))
 for _name, _flops in ELEMENTWISE_FLOPS.items():

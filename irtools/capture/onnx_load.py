@@ -1,0 +1,153 @@
+"""Loading and checking ONNX files for the ONNX frontend: never reads weights or external data.
+
+Every problem a user can cause (missing file, corrupt protobuf, not a model, unsupported
+opset, negative dim, dangling input, cycle, external data outside the model's folder) is a
+:class:`CaptureError` with one line of text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+
+import onnx
+import onnx.defs
+
+from irtools.capture.torch_export import CaptureError
+
+MAX_OPSET = onnx.defs.onnx_opset_version()
+KNOWN_DOMAINS = {
+    "", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.training",
+    "ai.onnx.preview.training", "org.pytorch.aten", "com.microsoft.experimental", "pkg.onnxscript.torch_lib",
+}
+
+
+def load_model(path_or_model) -> tuple[onnx.ModelProto, Path | None]:
+    """The ModelProto (weights untouched) and the folder external data would live in."""
+    if isinstance(path_or_model, onnx.ModelProto):
+        return path_or_model, None
+    path = Path(path_or_model)
+    if not path.is_file():
+        raise CaptureError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        raise CaptureError(f"{path}: not a valid ONNX model (cannot parse the protobuf: {type(exc).__name__})") from exc
+    if not model.HasField("graph") or model.ir_version < 1:
+        raise CaptureError(f"{path}: not an ONNX model (no graph or no IR version in the protobuf)")
+    return model, path.parent
+
+
+def check_model(model: onnx.ModelProto, folder: Path | None, where: str) -> dict[str, int]:
+    """Opset/domain, dims and external-data checks; returns the opset per domain."""
+    opsets = {(o.domain or ""): int(o.version) for o in model.opset_import}
+    default = opsets.get("", opsets.get("ai.onnx"))
+    if default is None:
+        if any(n.domain in ("", "ai.onnx") for n in model.graph.node):
+            raise CaptureError(f"{where}: the model imports no default-domain opset")
+    elif not 1 <= default <= MAX_OPSET:
+        raise CaptureError(f"{where}: unsupported opset ai.onnx {default} (irtools' onnx knows 1..{MAX_OPSET})")
+    _check_graph_dims(model.graph, where)
+    for tensor in _all_initializers(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            check_external_location(tensor, folder, where)
+    return opsets
+
+
+def check_external_location(tensor: onnx.TensorProto, folder: Path | None, where: str) -> None:
+    """External data must name a file inside the model's folder (it is never opened)."""
+    entries = {e.key: e.value for e in tensor.external_data}
+    location = entries.get("location", "")
+    norm = os.path.normpath(location) if location else ""
+    if not location or os.path.isabs(location) or norm.startswith("..") or "\x00" in location:
+        raise CaptureError(f"{where}: initializer {tensor.name!r} points its external data outside the model folder ({location!r})")
+    if folder is not None:
+        root = folder.resolve()
+        target = (root / norm).resolve() if not (root / norm).is_symlink() else (root / norm)
+        if root not in target.parents and target != root:
+            raise CaptureError(f"{where}: initializer {tensor.name!r} points its external data outside the model folder ({location!r})")
+
+
+def _all_initializers(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_initializers(sub)
+
+
+def _check_graph_dims(graph: onnx.GraphProto, where: str) -> None:
+    for tensor in graph.initializer:
+        if any(d < 0 for d in tensor.dims):
+            raise CaptureError(f"{where}: initializer {tensor.name!r} has a negative dimension {list(tensor.dims)}")
+    for value in list(graph.input) + list(graph.output):
+        if value.type.HasField("tensor_type"):
+            for d in value.type.tensor_type.shape.dim:
+                if d.HasField("dim_value") and d.dim_value < 0:
+                    raise CaptureError(f"{where}: {value.name!r} has a negative dimension {d.dim_value}")
+
+
+def topo_order(graph: onnx.GraphProto, outer: set[str], where: str) -> list[onnx.NodeProto]:
+    """Nodes in dependency order; a dangling input or a cycle is a CaptureError."""
+    available = set(outer) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    available |= {t.values.name for t in graph.sparse_initializer}
+    producer: dict[str, int] = {}
+    for idx, node in enumerate(graph.node):
+        for out in node.output:
+            if out:
+                producer[out] = idx
+    indeg = [0] * len(graph.node)
+    users: dict[int, list[int]] = {}
+    for idx, node in enumerate(graph.node):
+        for name in set(_node_reads(node)):
+            if name in producer:
+                if producer[name] == idx:
+                    raise CaptureError(f"{where}: node {node.name or node.op_type!r} reads its own output {name!r} (a cycle)")
+                indeg[idx] += 1
+                users.setdefault(producer[name], []).append(idx)
+            elif name not in available:
+                raise CaptureError(f"{where}: node {node.name or node.op_type!r} reads {name!r}, which no input, initializer or node produces")
+    ready = deque(i for i, d in enumerate(indeg) if d == 0)
+    order = []
+    while ready:
+        idx = ready.popleft()
+        order.append(graph.node[idx])
+        for user in users.get(idx, []):
+            indeg[user] -= 1
+            if indeg[user] == 0:
+                ready.append(user)
+    if len(order) != len(graph.node):
+        stuck = next(graph.node[i] for i, d in enumerate(indeg) if d > 0)
+        raise CaptureError(f"{where}: the graph has a cycle through node {stuck.name or stuck.op_type!r}")
+    return order
+
+
+def _node_reads(node: onnx.NodeProto):
+    """Input names, plus outer-scope names that the node's subgraphs read."""
+    yield from (n for n in node.input if n)
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            yield from _outer_reads(sub)
+
+
+def _outer_reads(graph: onnx.GraphProto):
+    local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        local |= set(node.output)
+    for node in graph.node:
+        for name in _node_reads(node):
+            if name not in local:
+                yield name
+
+
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Inline model-local functions (torch's exporter may emit them) so every node is an op."""
+    if not model.functions:
+        return model
+    try:
+        import onnx.inliner
+
+        return onnx.inliner.inline_local_functions(model)
+    except Exception:  # noqa: BLE001 - leave calls as (unsupported) nodes
+        return model

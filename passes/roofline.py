@@ -1,0 +1,302 @@
+"""Roofline pass: kernels of a :class:`~passes.fusion.KernelGraph` -> time on a target.
+
+Per kernel: ``time = Max(flops / (peak[dtype]·η_c), bytes / (BW·η_m)) + launch_overhead``,
+a sympy expression in the standard symbols, so one estimate answers every shape and a
+sweep is one vectorized evaluation. The peak's dtype comes from the activation precision
+``a_bytes`` (weights may be narrower: int4 weights with bf16 activations compute in bf16):
+4 -> fp32, 2 -> bf16, 1 -> fp8, 0.5 -> fp4 (a target without that dtype falls back to the
+next wider one). GEMM-class kernels (``matmul_flops`` > 0) use the matrix peak; others run
+on vector units and use the fp32 (fp64 for 8-byte activations) peak. When ``a_bytes`` is
+not bound the peak is a ``Piecewise`` in ``a_bytes``. Kernels run one after another: the
+model's time is the sum of its kernels'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+
+from irtools.hardware import Target, load_target
+from irtools.symbols import from_kv_len, sym
+from passes.fusion import Kernel, KernelGraph
+
+DTYPE_OF_BYTES = ((0.5, "fp4"), (1, "fp8"), (2, "bf16"), (4, "fp32"), (8, "fp64"))
+A_BYTES = sym("a_bytes")
+
+
+def compute_dtype(a_bytes: float, matmul: bool = True) -> str:
+    """The peak a kernel runs at for activations of ``a_bytes`` bytes per element."""
+    if not matmul:
+        return "fp64" if a_bytes >= 8 else "fp32"
+    for size, dtype in DTYPE_OF_BYTES:
+        if a_bytes <= size:
+            return dtype
+    return "fp64"
+
+
+def peak_expr(target: Target, bindings: Mapping[str, float], matmul: bool = True) -> sympy.Expr:
+    """The dense peak (FLOP/s) for a kernel: a number, or a Piecewise in ``a_bytes`` when unbound."""
+    if "a_bytes" in bindings:
+        return sympy.Float(target.peak(compute_dtype(float(bindings["a_bytes"]), matmul)))
+    if not matmul:
+        return sympy.Piecewise((target.peak("fp32"), A_BYTES <= 4), (target.peak("fp64"), True))
+    pieces = [(target.peak(d), A_BYTES <= s) for s, d in DTYPE_OF_BYTES[:-1]]
+    return sympy.Piecewise(*pieces, (target.peak("fp64"), True))
+
+
+@dataclass
+class KernelTime:
+    """Roofline time of one kernel: symbolic terms and their values at the bindings."""
+
+    kernel: Kernel
+    compute: sympy.Expr  # flops / (peak·η_c)
+    memory: sympy.Expr  # bytes / (BW·η_m)
+    time: sympy.Expr  # Max(compute, memory) + launch overhead
+    dtype: str | None  # peak dtype at the bindings (None when a_bytes is unbound)
+    peak: float | None
+    values: dict[str, float | None] = field(default_factory=dict)  # flops, bytes, compute, memory, time
+
+    @property
+    def bound(self) -> str | None:
+        c, m = self.values.get("compute"), self.values.get("memory")
+        if c is None or m is None:
+            return None
+        return "compute" if c >= m else "memory"
+
+    @property
+    def attainable_flops(self) -> float | None:
+        """Roofline attainable FLOP/s: min(peak·η_c, intensity·BW·η_m) at the bindings."""
+        f, c, m = (self.values.get(k) for k in ("flops", "compute", "memory"))
+        if None in (f, c, m) or f == 0:
+            return None
+        return f / max(c, m)
+
+
+@dataclass
+class Rollup:
+    """Time summed over the kernels of one module or one source line."""
+
+    key: str
+    label: str
+    time: sympy.Expr
+    value: float | None
+    kernels: int
+
+
+@dataclass
+class RooflineResult:
+    """Times of every kernel of a kernel graph on one target at some bindings."""
+
+    kernel_graph: KernelGraph
+    target: Target
+    bindings: dict[str, float]
+    kernels: list[KernelTime]
+    time: sympy.Expr
+    value: float | None
+    modules: list[Rollup]
+    lines: list[Rollup]
+
+    @property
+    def mode(self) -> str:
+        return self.kernel_graph.mode
+
+
+def normalize_bindings(bindings: Mapping[str, float] | None) -> dict[str, float]:
+    """Bindings in stored symbols: ``kv_len`` becomes ``cache_len = kv_len - seq_len``."""
+    out = dict(bindings or {})
+    if "kv_len" in out and "cache_len" not in out and "seq_len" in out:
+        out["cache_len"] = out["kv_len"] - out["seq_len"]
+    return out
+
+
+def evaluate_all(exprs: list, bindings: Mapping[str, float]) -> list[float | None]:
+    """Values of many expressions at once (one ``lambdify``); None where symbols stay free."""
+    bound = {sym(k): v for k, v in bindings.items()}
+    exprs = [from_kv_len(sympy.sympify(e)) for e in exprs]
+    ok = [i for i, e in enumerate(exprs) if e.free_symbols <= set(bound)]
+    out: list[float | None] = [None] * len(exprs)
+    if ok:
+        names = sorted(set().union(*(exprs[i].free_symbols for i in ok)), key=str)
+        fn = sympy.lambdify(names, [exprs[i] for i in ok], "numpy")
+        for i, v in zip(ok, fn(*(bound[s] for s in names))):
+            out[i] = float(v)
+    return out
+
+
+def kernel_time(kernel: Kernel, target: Target, bindings: Mapping[str, float]) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
+    """(compute term, memory term, time) of one kernel: symbolic roofline expressions."""
+    matmul = kernel.matmul_flops != 0
+    peak = peak_expr(target, bindings, matmul)
+    compute = kernel.flops / (peak * target.eta_c)
+    memory = kernel.bytes / sympy.Float(target.memory_bandwidth * target.eta_m)
+    return compute, memory, sympy.Max(compute, memory) + sympy.Float(target.launch_overhead)
+
+
+def time_expr(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping[str, float] | None = None) -> sympy.Expr:
+    """The model's total time on ``target`` (sum over kernels), symbolic in unbound symbols."""
+    target = load_target(target)
+    bindings = normalize_bindings(bindings)
+    return sympy.Add(*(kernel_time(k, target, bindings)[2] for k in kernel_graph.kernels))
+
+
+def _rollups(items: list[tuple[list[tuple[str, str]], KernelTime]]) -> list[Rollup]:
+    acc: dict[str, list] = {}
+    for keys, kt in items:
+        for key, label in keys:
+            entry = acc.setdefault(key, [label, [], []])
+            entry[1].append(kt.time)
+            entry[2].append(kt.values.get("time"))
+    out = []
+    for key, (label, times, values) in acc.items():
+        value = None if any(v is None for v in values) else float(sum(values))
+        out.append(Rollup(key, label, sympy.Add(*times), value, len(times)))
+    return out
+
+
+def estimate(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping[str, float] | None = None) -> RooflineResult:
+    """Roofline time of every kernel, and totals per model, per module and per source line."""
+    target = load_target(target)
+    bindings = normalize_bindings(bindings)
+    kts, exprs = [], []
+    for k in kernel_graph.kernels:
+        compute, memory, time = kernel_time(k, target, bindings)
+        matmul = k.matmul_flops != 0
+        dtype = compute_dtype(float(bindings["a_bytes"]), matmul) if "a_bytes" in bindings else None
+        kts.append(KernelTime(k, compute, memory, time, dtype, target.peak(dtype) if dtype else None))
+        exprs += [k.flops, k.bytes, compute, memory, time]
+    values = evaluate_all(exprs, bindings)
+    for i, kt in enumerate(kts):
+        kt.values = dict(zip(("flops", "bytes", "compute", "memory", "time"), values[5 * i : 5 * i + 5]))
+    total = sympy.Add(*(kt.time for kt in kts))
+    vals = [kt.values["time"] for kt in kts]
+    total_value = None if any(v is None for v in vals) else float(sum(vals))
+    by_module = []
+    for kt in kts:
+        chain = [(s.path, s.cls) for s in kt.kernel.scope] or [("", "")]
+        by_module.append((chain, kt))
+    by_line = []
+    for kt in kts:
+        src = kt.kernel.source
+        key = f"{src.file}:{src.line}" if src else "<unknown>"
+        by_line.append(([(key, src.code if src else "")], kt))
+    return RooflineResult(kernel_graph, target, bindings, kts, total, total_value, _rollups(by_module), _rollups(by_line))
+
+
+# ---- report ------------------------------------------------------------------------------
+
+
+def _cost(expr, value) -> dict:
+    return {"expr": str(expr), "value": value}
+
+
+def kernels_report(result: RooflineResult) -> dict:
+    """The report keys of ../shared/DESIGN.md for a target and a fusion mode (plus extras)."""
+    kernels = []
+    for kt in result.kernels:
+        k = kt.kernel
+        kernels.append({
+            "id": k.id,
+            "nodes": list(k.nodes),
+            "kinds": list(k.kinds),
+            "pattern": k.pattern,
+            "module": k.module,
+            "flops": _cost(k.flops, kt.values.get("flops")),
+            "bytes": _cost(k.bytes, kt.values.get("bytes")),
+            "bytes_read": _cost(k.bytes_read, None),
+            "bytes_written": _cost(k.bytes_written, None),
+            "time_s": _cost(kt.time, kt.values.get("time")),
+            "bound": kt.bound,
+            "dtype": kt.dtype,
+            "attainable_flops": kt.attainable_flops,
+        })
+    kg = result.kernel_graph
+    return {
+        "mode": result.mode,
+        "target": result.target.to_dict(),
+        "time_s": _cost(result.time, result.value),
+        "kernel_totals": {
+            "count": len(kernels),
+            "flops": _cost(kg.total("flops"), _sum(kt.values.get("flops") for kt in result.kernels)),
+            "bytes": _cost(kg.total("bytes"), _sum(kt.values.get("bytes") for kt in result.kernels)),
+        },
+        "kernels": kernels,
+        "time_by_module": [{"path": r.key, "class": r.label, "time_s": _cost(r.time, r.value), "kernels": r.kernels} for r in result.modules],
+        "time_by_line": [{"line": r.key, "code": r.label, "time_s": _cost(r.time, r.value), "kernels": r.kernels} for r in result.lines],
+    }
+
+
+def _sum(values: Iterable[float | None]) -> float | None:
+    values = list(values)
+    return None if any(v is None for v in values) else float(sum(values))
+
+
+# ---- vectorized sweep --------------------------------------------------------------------
+
+
+def grid_product(**axes: Iterable[float]) -> dict[str, np.ndarray]:
+    """The cartesian product of named axes as flat arrays (a grid for :func:`sweep`)."""
+    names = list(axes)
+    mesh = np.meshgrid(*(np.asarray(list(axes[n]), dtype=float) for n in names), indexing="ij")
+    return {n: m.ravel() for n, m in zip(names, mesh)}
+
+
+def compile_expr(expr, names: list[str]):
+    """A numpy function of ``names`` (in that order) evaluating ``expr`` elementwise."""
+    expr = from_kv_len(sympy.sympify(expr))
+    return sympy.lambdify([sym(n) for n in names], expr, "numpy", cse=True)
+
+
+def sweep(expr_or_result, grid: Mapping[str, np.ndarray], targets: Iterable[Target | str] | None = None) -> dict[str, np.ndarray]:
+    """Evaluate time (or any expression) over a grid of bindings, per target, vectorized.
+
+    ``expr_or_result`` is a sympy expression (or string), a :class:`RooflineResult` (its
+    bindings fill symbols the grid leaves out; ``targets`` default to its own) or a
+    :class:`KernelGraph` (then ``targets`` are required). ``grid`` maps symbol names to
+    arrays that broadcast together (see :func:`grid_product`). Returns ``{target name:
+    times}``, or ``{"value": values}`` for a plain expression."""
+    grid = normalize_bindings({k: np.asarray(v, dtype=float) for k, v in grid.items()})
+    if isinstance(expr_or_result, RooflineResult | KernelGraph):
+        if isinstance(expr_or_result, RooflineResult):
+            kg, fixed = expr_or_result.kernel_graph, dict(expr_or_result.bindings)
+            targets = list(targets) if targets is not None else [expr_or_result.target]
+        else:
+            kg, fixed = expr_or_result, {}
+            if targets is None:
+                raise ValueError("sweep over a kernel graph needs targets")
+        fixed = {k: v for k, v in fixed.items() if k not in grid}
+        exprs = {}
+        for t in targets:
+            t = load_target(t)
+            exprs[t.name] = time_expr(kg, t, fixed)
+        return {name: _evaluate(e, grid, fixed) for name, e in exprs.items()}
+    return {"value": _evaluate(expr_or_result, grid, {})}
+
+
+def _evaluate(expr, grid: Mapping[str, np.ndarray], fixed: Mapping[str, float]) -> np.ndarray:
+    expr = from_kv_len(sympy.sympify(expr))
+    names = sorted(str(s) for s in expr.free_symbols)
+    missing = [n for n in names if n not in grid and n not in fixed]
+    if missing:
+        raise ValueError(f"sweep: no value for {', '.join(missing)} (give them in the grid or the bindings)")
+    fn = compile_expr(expr, names)
+    args = [grid[n] if n in grid else fixed[n] for n in names]
+    shape = np.broadcast_shapes(*(np.shape(v) for v in grid.values())) if grid else ()
+    return np.broadcast_to(np.asarray(fn(*args), dtype=float), shape)
+
+
+__all__ = [
+    "KernelTime",
+    "RooflineResult",
+    "compute_dtype",
+    "estimate",
+    "evaluate_all",
+    "grid_product",
+    "kernel_time",
+    "kernels_report",
+    "peak_expr",
+    "sweep",
+    "time_expr",
+]
