@@ -298,10 +298,14 @@ class _Groups:
         return {self.t.ir.graph.nodes[n]["kind"] for n in self.members[gid]}
 
     def link(self, gid: int, nodes: list[str]) -> None:
+        """Add the DAG edges of a new group to the groups that already exist (both ways)."""
         for n in nodes:
             for p in self.t.producers(n):
                 if p in self.of and self.of[p] != gid:
                     self.dag.add_edge(self.of[p], gid)
+            for c in self.t.consumers(n):
+                if c in self.of and self.of[c] != gid:
+                    self.dag.add_edge(gid, self.of[c])
 
     def acyclic_union(self, groups: list[int]) -> bool:
         """True when merging ``groups`` leaves the DAG acyclic (no path leaves and re-enters)."""
