@@ -8,7 +8,7 @@ int4 weights take half a byte).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import sympy
@@ -44,7 +44,7 @@ ALIASES: dict[str, str] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def sym(name: str) -> sympy.Symbol:
     """The sympy symbol for a standard (or user) name; dims are positive integers."""
     if name in BYTE_SYMBOLS:

@@ -2,7 +2,6 @@
 
 import random
 
-import pytest
 import sympy
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -28,10 +27,10 @@ def symbolic_flop_counter(result) -> sympy.Expr:
     return sympy.expand(raw.xreplace(result.ir.meta["rename"]))
 
 
-def concrete_flop_counter(fn) -> int:
+def concrete_flop_counter(fn, *args, **kwargs) -> int:
     with FlopCounterMode(display=False) as counter:
         with torch.no_grad():
-            fn()
+            fn(*args, **kwargs)
     return counter.get_total_flops()
 
 
@@ -49,9 +48,9 @@ def test_seed_random_shapes(seed_prefill, seed_decode):
         b, s, c = rng.randint(1, 4), rng.randint(1, 40), rng.randint(1, 40)
         x = torch.randn(b, s, 768)
         past = (torch.randn(b, 12, c, 64), torch.randn(b, 12, c, 64))
-        got = concrete_flop_counter(lambda: eager(x))
+        got = concrete_flop_counter(eager, x)
         assert got == seed_prefill.value(matmul_total(seed_prefill), {"batch_size": b, "seq_len": s})
-        got = concrete_flop_counter(lambda: eager(x, layer_past=past))
+        got = concrete_flop_counter(eager, x, layer_past=past)
         assert got == seed_decode.value(matmul_total(seed_decode), {"batch_size": b, "seq_len": s, "cache_len": c})
 
 
@@ -62,7 +61,7 @@ def test_transformers_attention(hf_attention):
     for _ in range(20):
         b, s = rng.randint(1, 4), rng.randint(1, 48)
         x = torch.randn(b, s, 768)
-        got = concrete_flop_counter(lambda: module(x, attention_mask=causal_additive_mask(b, s, s)))
+        got = concrete_flop_counter(module, x, attention_mask=causal_additive_mask(b, s, s))
         assert got == result.value(matmul_total(result), {"batch_size": b, "seq_len": s})
 
 
@@ -79,7 +78,7 @@ def test_transformers_two_layer_lm(hf_lm):
     for _ in range(20):
         bb, ss = rng.randint(1, 3), rng.randint(2, 24)
         ids = torch.randint(0, v, (bb, ss))
-        assert concrete_flop_counter(lambda: model(ids, use_cache=False)) == result.value(expr, {"batch_size": bb, "seq_len": ss})
+        assert concrete_flop_counter(model, ids, use_cache=False) == result.value(expr, {"batch_size": bb, "seq_len": ss})
 
 
 class _SDPA(torch.nn.Module):

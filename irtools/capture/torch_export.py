@@ -234,10 +234,11 @@ def capture_module(
     return build_ir(ep, paths, dims, name or type(module).__name__, kv_inputs, root=Scope("", _qualname(type(module))))
 
 
-def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope = Scope("", "")) -> IRGraph:
+def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope | None = None) -> IRGraph:
     """The IR of an ExportedProgram whose user inputs flatten to ``paths``."""
     from torch.export.graph_signature import InputKind
 
+    root = root or Scope("", "")
     sig = ep.graph_signature
     placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
     user_specs = [s for s in sig.input_specs if s.kind == InputKind.USER_INPUT]
