@@ -96,7 +96,7 @@ def module_reference(ir: IRGraph, path: str, tree) -> str:
     if last_out is not None and first_in is not None and last_out.shape:
         if has_weights or last_out.shape[-1] != first_in.shape[-1]:
             args = args + (last_out.shape[-1],)
-    return "${%s}(%s)" % (tree.nodes[path]["cls"], ", ".join(pretty(a) for a in args))
+    return f"${{{tree.nodes[path]['cls']}}}({', '.join(pretty(a) for a in args)})"
 
 
 def _owner_frame(frames: tuple[Frame, ...], file: str | None, span: tuple[int, int] | None, depth: int):
