@@ -73,15 +73,16 @@ def parse(text: str) -> sympy.Expr:
     return expr.subs({s: sym(s.name) for s in expr.free_symbols})
 
 
-def pretty(expr) -> str:
-    """A compact human form of a cost: factored, and in ``kv_len`` where that is shorter."""
+def pretty(expr, factor: bool = True) -> str:
+    """A compact human form of a cost: factored (optional), and in ``kv_len`` where shorter."""
     expr = sympy.sympify(expr)
     if expr.is_Number:
         return str(expr)
-    best = str(sympy.factor(expr))
+    shape = sympy.factor if factor else sympy.expand
+    best = str(shape(expr))
     cache, seq = sym("cache_len"), sym("seq_len")
     if cache in expr.free_symbols:
-        in_kv = sympy.factor(sympy.expand(expr.subs(cache, KV_LEN - seq)))
+        in_kv = shape(sympy.expand(expr.subs(cache, KV_LEN - seq)))
         if len(str(in_kv)) < len(best):
             best = str(in_kv)
     return best

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
+from irtools.symbols import parse, pretty
+
 
 def human(value, unit: str = "") -> str:
     """1.23e9 -> '1.23 G' (with unit); None -> '-'."""
@@ -26,15 +28,20 @@ def _rows(report, depth: int = 1):
     yield from walk(report["lines"]["kernels"], 0)
 
 
+def _short(expr: str) -> str:
+    """The compact (factored, kv_len) form of a report formula."""
+    return pretty(parse(expr), factor=False)
+
+
 def _header(report) -> list[str]:
     b = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["bindings"].items())
     t = report["totals"]
     return [
         f"{report['model']} ({report['frontend']}, {report['scenario'] or 'graph'}) — {report['lines']['class_name']}",
         f"bindings: {b}",
-        f"total FLOPs: {t['flops']['expr']}  = {human(t['flops']['value'], 'FLOP')}",
-        f"bytes read:  {t['bytes_read']['expr']}  = {human(t['bytes_read']['value'], 'B')}",
-        f"bytes written: {t['bytes_written']['expr']}  = {human(t['bytes_written']['value'], 'B')}",
+        f"total FLOPs:   {_short(t['flops']['expr'])}  = {human(t['flops']['value'], 'FLOP')}",
+        f"bytes read:    {_short(t['bytes_read']['expr'])}  = {human(t['bytes_read']['value'], 'B')}",
+        f"bytes written: {_short(t['bytes_written']['expr'])}  = {human(t['bytes_written']['value'], 'B')}",
     ]
 
 

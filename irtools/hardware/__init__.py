@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 HERE = Path(__file__).parent
 #: dtypes a peak may be given for.
@@ -174,7 +175,7 @@ def save_target(target: Target, path: str | Path) -> Path:
     lines = [f'name = "{target.name}"', f'description = "{target.description}"']
     for key in REQUIRED + OPTIONAL:
         value = getattr(target, key)
-        if value is not None:
+        if value is not None and (key in REQUIRED or key in target.sources):
             lines.append(fig(key, value))
     lines += ["", "[peak_flops]"] + [fig(f"peak_flops.{d}", v) for d, v in target.peak_flops.items()]
     path = Path(path)
