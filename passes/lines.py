@@ -83,7 +83,7 @@ def module_reference(ir: IRGraph, path: str, tree) -> str:
     for nid in node_ids:
         attrs = ir.graph.nodes[nid]
         for spec in attrs["inputs"]:
-            if spec is not None and id(spec) not in produced and spec.role not in ("weight", "constant"):
+            if spec is not None and spec.shape and id(spec) not in produced and spec.role not in ("weight", "constant"):
                 first_in = first_in or spec
         for spec in attrs["outputs"]:
             if spec is not None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sympy
 
-from passes.onnx_shapes import ONE, Ctx, ShapeEnv, TInfo, obj_array, exprs, ints, rule, with_value
+from passes.onnx_shapes import ONE, Ctx, ShapeEnv, TInfo, exprs, obj_array, rule, with_value
+
 
 def _reduced(c: Ctx, axes, keepdims):
     rank = c.x.rank
@@ -104,8 +105,9 @@ def _matmul_nbits(c: Ctx):
 @rule("Gemm")
 def _gemm(c: Ctx):
     a, b = c.x.shape, c.inp(1).shape
-    m = a[1] if c.attr("transA", 0) else a[0]
-    n = b[0] if c.attr("transB", 0) else b[1]
+    m, k = (a[1], a[0]) if c.attr("transA", 0) else (a[0], a[1])
+    kb, n = (b[1], b[0]) if c.attr("transB", 0) else (b[0], b[1])
+    c.env.unify(k, kb)
     return [TInfo((m, n), c.x.dtype)]
 
 

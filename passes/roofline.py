@@ -139,7 +139,8 @@ def time_expr(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping
     """The model's total time on ``target`` (sum over kernels), symbolic in unbound symbols."""
     target = load_target(target)
     bindings = normalize_bindings(bindings)
-    return sympy.Add(*(kernel_time(k, target, bindings)[2] for k in kernel_graph.kernels))
+    total = sympy.Add(*(kernel_time(k, target, bindings)[2] for k in kernel_graph.kernels))
+    return total.subs({sym(k): v for k, v in bindings.items()}) if bindings else total
 
 
 def _rollups(items: list[tuple[list[tuple[str, str]], KernelTime]]) -> list[Rollup]:

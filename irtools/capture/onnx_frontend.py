@@ -20,8 +20,8 @@ import sympy
 from onnx import helper
 
 from irtools.capture.onnx_load import KNOWN_DOMAINS, check_model, inline_functions, load_model, topo_order
-from irtools.capture.torch_export import CaptureError, _default_bytes, _frames
-from irtools.ir import IRGraph, Scope, SourceLoc, TensorSpec
+from irtools.capture.torch_export import CaptureError, _frames
+from irtools.ir import DTYPE_BYTES, FLOAT_DTYPES, IRGraph, Scope, SourceLoc, TensorSpec
 from irtools.symbols import canonical_name, sym
 from passes import onnx_layout as layout
 from passes.costs import lookup
@@ -73,6 +73,17 @@ def capture_onnx(path_or_model, dims: dict[str, int] | None = None, aliases: dic
     ir.default_bindings = _default_bytes(ir)
     _fill_root_class(ir)
     return ir
+
+
+def _default_bytes(ir: IRGraph) -> dict[str, float]:
+    """Precision bindings reproducing the file's float dtypes (token-id inputs do not count)."""
+    found: dict[str, float] = {}
+    for spec in ir.inputs.values():
+        role = {"weight": "w_bytes", "activation": "a_bytes", "kv_cache": "kv_bytes"}.get(spec.role)
+        if role and spec.dtype in FLOAT_DTYPES:
+            found.setdefault(role, DTYPE_BYTES[spec.dtype])
+    base = found.get("a_bytes", found.get("w_bytes", 4))
+    return {"w_bytes": found.get("w_bytes", base), "a_bytes": base, "kv_bytes": found.get("kv_bytes", base)}
 
 
 def coverage(ir: IRGraph) -> dict:
@@ -224,7 +235,7 @@ class _Builder:
                 role = "weight" if info.dtype.startswith("float") else "constant"  # stripped-weight stand-ins
             if first is not None and not shape_comp and entry is not None and op != "Constant":
                 is_view, strides = self._view(op, node, first_name, first, info, k, args)
-                if is_view or (entry.kind in ("copy", "dropout") and op not in ("Concat", "Expand", "Tile", "Pad")):
+                if is_view or entry.kind in ("copy", "dropout"):  # as the torch frontend does
                     if info.dtype == first.dtype:
                         role = self.roles.get(first_name, "activation")
                 if is_view:

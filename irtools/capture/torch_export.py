@@ -188,6 +188,53 @@ def _tensor_args(node: torch.fx.Node) -> tuple[list[torch.fx.Node | None], dict[
     return inputs, others
 
 
+def _bind_inputs(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Inputs by parameter name (``**kwargs`` members flattened in), as export takes them."""
+    signature = inspect.signature(module.forward)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise CaptureError(f"inputs do not match {type(module).__name__}.forward: {exc}") from None
+    inputs: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            inputs.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            raise CaptureError(f"{type(module).__name__}.forward takes *{name}: pass those inputs by keyword")
+        else:
+            inputs[name] = value
+    return inputs
+
+
+def _dynamic_spec(value: Any, path: str, dims: Mapping[str, Mapping[int, str]]):
+    """The ``dynamic_shapes`` entry of one input: Dim.DYNAMIC for named axes, mirroring the
+    input's pytree (custom containers such as transformers' DynamicCache by their children)."""
+    if isinstance(value, torch.Tensor):
+        return {axis % value.dim(): Dim.DYNAMIC for axis in dims.get(path, {})} or None
+    if isinstance(value, list | tuple):
+        return type(value)(_dynamic_spec(v, f"{path}.{i}", dims) for i, v in enumerate(value))
+    if isinstance(value, dict):
+        return {k: _dynamic_spec(v, f"{path}.{k}", dims) for k, v in value.items()}
+    if type(value) in pytree.SUPPORTED_NODES:
+        children, _ = pytree.SUPPORTED_NODES[type(value)].flatten_fn(value)
+        keyed = pytree.SUPPORTED_NODES[type(value)].flatten_with_keys_fn
+        keys = [_path_str([k]) for k, _ in keyed(value)[0]] if keyed else [str(i) for i in range(len(children))]
+        return [_dynamic_spec(c, f"{path}.{k}", dims) for k, c in zip(keys, children)]
+    return None
+
+
+def _nest_var_keyword(module: torch.nn.Module, flat: dict[str, Any]) -> dict[str, Any]:
+    """export wants ``dynamic_shapes`` keyed like the signature: ``**kwargs`` members nested."""
+    params = inspect.signature(module.forward).parameters
+    var_kw = next((n for n, p in params.items() if p.kind is inspect.Parameter.VAR_KEYWORD), None)
+    named = {k: v for k, v in flat.items() if k in params and k != var_kw}
+    extra = {k: v for k, v in flat.items() if k not in named}
+    if var_kw and extra:
+        named[var_kw] = extra
+    return named
+
+
 def capture_module(
     module: torch.nn.Module,
     args: tuple = (),
@@ -204,8 +251,7 @@ def capture_module(
     """
     dims = dict(dims or {})
     kwargs = dict(kwargs or {})
-    bound = inspect.signature(module.forward).bind(*args, **kwargs)
-    inputs = dict(bound.arguments)
+    inputs = _bind_inputs(module, args, kwargs)
     leaves, _ = pytree.tree_flatten_with_path(inputs)
     paths = [_path_str(kp) for kp, _ in leaves]
     unknown = sorted(set(dims) - set(paths))
@@ -216,13 +262,7 @@ def capture_module(
             if not isinstance(leaf, torch.Tensor) or not -leaf.dim() <= axis < leaf.dim():
                 raise CaptureError(f"input {path!r} has no dimension {axis}")
 
-    def to_dynamic(kp, leaf):
-        path = _path_str(kp)
-        if isinstance(leaf, torch.Tensor):
-            return {axis % leaf.dim(): Dim.DYNAMIC for axis in dims.get(path, {})} or None
-        return None
-
-    dynamic = pytree.tree_map_with_path(to_dynamic, inputs)
+    dynamic = _nest_var_keyword(module, {k: _dynamic_spec(v, k, dims) for k, v in inputs.items()})
     _register_anchors(module)
     try:
         ep = torch.export.export(module, (), inputs, dynamic_shapes=dynamic, strict=False)

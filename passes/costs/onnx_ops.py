@@ -44,7 +44,7 @@ from passes.costs.registry import (
     read_all,
     write_all,
 )
-from passes.costs.torch_ops import ELEMENTWISE_FLOPS, matmul_flops, sdpa_flops
+from passes.costs.torch_ops import ELEMENTWISE_FLOPS, matmul_flops
 
 MS = "com.microsoft."
 

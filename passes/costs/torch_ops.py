@@ -70,7 +70,7 @@ register_handle(
 register_handle(
     _ops(
         "view", "_unsafe_view", "reshape_alias", "permute", "transpose", "t", "expand",
-        "expand_as", "slice", "select", "squeeze", "unsqueeze", "split", "split_with_sizes",
+        "expand_as", "slice", "select", "squeeze", "unsqueeze", "split", "split_with_sizes", "detach_",
         "chunk", "unbind", "alias", "as_strided", "detach", "unflatten", "flatten", "narrow",
         "diagonal", "view_as", "movedim", "unfold", "_reshape_alias", "view_as_real",
         "view_as_complex", "tensor_split", "swapaxes", "resolve_conj", "resolve_neg",
