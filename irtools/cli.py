@@ -118,10 +118,13 @@ def _roofline(result, target_name: str, mode: str) -> dict:
 
 
 def _presets(_args) -> int:
+    from irtools.hf import HF_CONFIGS
     from irtools.presets import PRESETS
 
     for p in PRESETS.values():
         print(f"{p.name:24s} {p.description}")
+    for name, fields in HF_CONFIGS.items():
+        print(f"{name:24s} transformers {fields['model_type']} on the meta device (config of {fields['source']})")
     return 0
 
 

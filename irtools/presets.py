@@ -89,6 +89,10 @@ def recipe_for(model: str, scenario: str) -> Recipe:
     """The recipe of a preset name or of a ``package.module:Class`` a preset knows inputs for."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
+    from irtools import hf
+
+    if model in hf.HF_CONFIGS or model.endswith(".json"):
+        return hf.hf_recipe(model, scenario)
     if model in PRESETS:
         preset = PRESETS[model]
         return preset.build(resolve_class(preset.cls_path), scenario)
@@ -105,4 +109,5 @@ def recipe_for(model: str, scenario: str) -> Recipe:
             f"no preset knows the inputs of {cls.__name__}: give the class an example_inputs(scenario) method "
             "returning (args, kwargs, dims), or use the Python API (irtools.analyze_module)"
         )
-    raise ValueError(f"unknown model {model!r}: not a preset ({', '.join(PRESETS)}), an .onnx file or package.module:Class")
+    names = [*PRESETS, *hf.HF_CONFIGS]
+    raise ValueError(f"unknown model {model!r}: not a preset ({', '.join(names)}), a config.json, an .onnx file or package.module:Class")

@@ -3,7 +3,8 @@
 Measures, with torch on the current thread settings: GEMM throughput (``torch.mm`` on
 square matrices of several sizes, fp32 and bf16; the best size gives the dense peak), a
 STREAM-like copy bandwidth (``dst.copy_(src)`` on a buffer far larger than the caches;
-bytes = read + write) and the per-op dispatch overhead (a tiny ``torch.add``). Every
+bytes = read + write), the per-op dispatch overhead (a tiny ``torch.add``) and, where the
+allocator maps large outputs afresh, the cost of first touching their pages. Every
 figure's source names how it was measured. Efficiencies stay 1.0: the measured figures
 already are what this machine attains.
 """
@@ -69,6 +70,29 @@ def copy_bandwidth(nbytes: int = COPY_BYTES, budget_s: float = 1.0) -> float:
     return 2 * nbytes / best_time(lambda: dst.copy_(src), budget_s)
 
 
+def first_touch(sizes_mib=(8, 16, 32, 48, 64, 128), budget_s: float = 0.15) -> tuple[float | None, float | None]:
+    """(bytes/s, threshold bytes) of faulting in the fresh pages of a large new output.
+
+    Compares an allocating copy (``clone``) with a copy into a reused buffer at growing
+    sizes; the first size where the clone takes over twice as long is the threshold (the
+    allocator mmaps blocks that large), and the extra time per output byte at the largest
+    size gives the bandwidth. (None, None) when no size shows the effect."""
+    threshold = None
+    extra = 0.0
+    for mib in sizes_mib:
+        n = mib * 2**20
+        src = torch.ones(n // 4)
+        dst = torch.empty_like(src)
+        t_copy = best_time(lambda d=dst, s=src: d.copy_(s), budget_s)
+        t_clone = best_time(lambda s=src: s.clone(), budget_s)
+        if t_clone > 2 * t_copy:
+            threshold = threshold or n
+            extra = max(extra, n / (t_clone - t_copy))
+        elif threshold is not None:
+            return None, None  # not monotonic: no clear allocator effect
+    return (extra, float(threshold)) if threshold else (None, None)
+
+
 def dispatch_overhead(reps: int = 2000) -> float:
     """Seconds per tiny op (``torch.add`` of 8 floats): the per-kernel launch cost on CPU."""
     x, y = torch.ones(8), torch.ones(8)
@@ -85,7 +109,7 @@ def dispatch_overhead(reps: int = 2000) -> float:
 
 def calibrate(progress: bool = True, path: str | Path | None = None, name: str = "cpu-local", budget_s: float = 0.5) -> Target:
     """Measure this machine and write ``<name>.toml`` (default: the user target dir)."""
-    steps = len(GEMM_SIZES) * len(GEMM_DTYPES) + 2
+    steps = len(GEMM_SIZES) * len(GEMM_DTYPES) + 3
     bar = Progress(steps, progress)
     stamp = f"{platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, " \
             f"{torch.get_num_threads()} threads, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
@@ -102,6 +126,14 @@ def calibrate(progress: bool = True, path: str | Path | None = None, name: str =
     bw = copy_bandwidth(budget_s=2 * budget_s)
     bar.step("copy bandwidth")
     sources["memory_bandwidth"] = f"measured by irtools calibrate: copy_ of {COPY_BYTES >> 20} MiB fp32, read+write bytes, best time, on {stamp}"
+    ft_bw, ft_threshold = first_touch(budget_s=0.3 * budget_s)
+    bar.step("first-touch cost")
+    extra = {}
+    if ft_bw:
+        extra = {"first_touch_bandwidth": ft_bw, "first_touch_threshold": ft_threshold}
+        note = f"measured by irtools calibrate: clone vs copy_ into a reused buffer at 8-128 MiB fp32, on {stamp}"
+        sources["first_touch_bandwidth"] = note + " (output bytes per extra second)"
+        sources["first_touch_threshold"] = note + " (first size where clone takes over twice as long)"
     overhead = dispatch_overhead()
     bar.step("dispatch overhead")
     sources["launch_overhead"] = f"measured by irtools calibrate: median seconds per torch.add of 8 floats, on {stamp}"
@@ -119,6 +151,7 @@ def calibrate(progress: bool = True, path: str | Path | None = None, name: str =
         launch_overhead=overhead,
         gemm_epilogue_fusion=False,
         sources=sources,
+        **extra,
     )
     out = Path(path) if path is not None else user_dir() / f"{name}.toml"
     save_target(target, out)
@@ -134,4 +167,4 @@ def _memory_size() -> float:
         return 8e9
 
 
-__all__ = ["Progress", "calibrate", "copy_bandwidth", "dispatch_overhead", "gemm_flops"]
+__all__ = ["Progress", "calibrate", "copy_bandwidth", "dispatch_overhead", "first_touch", "gemm_flops"]

@@ -8,7 +8,8 @@ sweep is one vectorized evaluation. The peak's dtype comes from the activation p
 next wider one). GEMM-class kernels (``matmul_flops`` > 0) use the matrix peak; others run
 on vector units and use the fp32 (fp64 for 8-byte activations) peak. When ``a_bytes`` is
 not bound the peak is a ``Piecewise`` in ``a_bytes``. Kernels run one after another: the
-model's time is the sum of its kernels'.
+model's time is the sum of its kernels'. A CPU target may add a first-touch term for
+outputs large enough to be freshly mapped by the allocator (``first_touch_*`` figures).
 """
 
 from __future__ import annotations
@@ -132,7 +133,16 @@ def kernel_time(kernel: Kernel, target: Target, bindings: Mapping[str, float]) -
     peak = peak_expr(target, bindings, matmul)
     compute = kernel.flops / (peak * target.eta_c)
     memory = kernel.bytes / sympy.Float(target.memory_bandwidth * target.eta_m)
-    return compute, memory, sympy.Max(compute, memory) + sympy.Float(target.launch_overhead)
+    time = sympy.Max(compute, memory) + sympy.Float(target.launch_overhead) + first_touch(kernel, target)
+    return compute, memory, time
+
+
+def first_touch(kernel: Kernel, target: Target) -> sympy.Expr:
+    """CPU targets: the cost of faulting in freshly mapped pages for a large output."""
+    if not target.first_touch_bandwidth or kernel.bytes_written == 0:
+        return sympy.Integer(0)
+    cost = kernel.bytes_written / sympy.Float(target.first_touch_bandwidth)
+    return sympy.Piecewise((cost, kernel.bytes_written >= (target.first_touch_threshold or 0)), (0, True))
 
 
 def time_expr(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping[str, float] | None = None) -> sympy.Expr:

@@ -293,3 +293,21 @@ def test_calibrate_writes_a_loadable_target(tmp_path, capsys):
     assert back.name == "cpu-local" and back.peak("fp32") > 1e8 and back.memory_bandwidth > 1e8
     assert 0 < back.launch_overhead < 1e-3 and back.sources["memory_bandwidth"].startswith("measured")
     assert t.peak_flops == pytest.approx(back.peak_flops)
+
+
+def test_cpu_first_touch_term_only_above_threshold(kernels):
+    import dataclasses
+
+    cpu = dataclasses.replace(load_target("h100-sxm"), name="toy-cpu", first_touch_bandwidth=2e9, first_touch_threshold=32 * 2**20)
+    kg = kernels["eager"]
+    small = {"batch_size": 1, "seq_len": 64, "a_bytes": 4, "w_bytes": 4, "kv_bytes": 4}
+    large = {**small, "batch_size": 4, "seq_len": 768}
+    for b in (small, large):
+        plain = estimate(kg, "h100-sxm", b)
+        with_ft = estimate(kg, cpu, b)
+        for p, f in zip(plain.kernels, with_ft.kernels):
+            written = evaluate(p.kernel.bytes_written, b)
+            extra = written / 2e9 if written >= 32 * 2**20 else 0.0
+            assert f.values["time"] == pytest.approx(p.values["time"] + extra, rel=1e-9)
+    softmax = next(kt for kt in estimate(kg, cpu, large).kernels if kt.kernel.nodes == ("softmax",))
+    assert softmax.values["time"] > softmax.values["memory"] + 0.01  # 113 MB of fresh pages

@@ -59,9 +59,15 @@ def capture_onnx(path_or_model, dims: dict[str, int] | None = None, aliases: dic
         if int(value) < 0:
             raise CaptureError(f"dim {key}={value} is negative")
         ir.dims[canonical_name(key, aliases)] = int(value)
-    tensors = builder.graph_inputs(model.graph, ir)
-    builder.build(model.graph, ir, tensors, outer=set(), where=where)
-    builder.finalize(ir)
+    try:
+        tensors = builder.graph_inputs(model.graph, ir)
+        builder.build(model.graph, ir, tensors, outer=set(), where=where)
+        builder.finalize(ir)
+    except CaptureError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CaptureError(f"{where}: malformed ONNX model ({type(exc).__name__}: {first})") from exc
     ir.meta.update(
         opsets=opsets,
         producer=f"{model.producer_name} {model.producer_version}".strip(),

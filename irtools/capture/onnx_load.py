@@ -48,6 +48,7 @@ def check_model(model: onnx.ModelProto, folder: Path | None, where: str) -> dict
             raise CaptureError(f"{where}: the model imports no default-domain opset")
     elif not 1 <= default <= MAX_OPSET:
         raise CaptureError(f"{where}: unsupported opset ai.onnx {default} (irtools' onnx knows 1..{MAX_OPSET})")
+    _check_text(model.graph, where)
     _check_graph_dims(model.graph, where)
     for tensor in _all_initializers(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
@@ -75,6 +76,17 @@ def _all_initializers(graph: onnx.GraphProto):
         for attr in node.attribute:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 yield from _all_initializers(sub)
+
+
+def _check_text(graph: onnx.GraphProto, where: str) -> None:
+    """Names must be text: protobuf hands back bytes for strings that are not valid UTF-8."""
+    names = [v.name for v in list(graph.input) + list(graph.output) + list(graph.initializer)]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)]
+    for v in list(graph.input) + list(graph.output):
+        names += [d.dim_param for d in v.type.tensor_type.shape.dim]
+    if any(not isinstance(n, str) for n in names):
+        raise CaptureError(f"{where}: not a valid ONNX model (a name is not valid UTF-8 text)")
 
 
 def _check_graph_dims(graph: onnx.GraphProto, where: str) -> None:

@@ -18,7 +18,8 @@ HERE = Path(__file__).parent
 #: dtypes a peak may be given for.
 DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4")
 REQUIRED = ("memory_bandwidth", "memory_size", "launch_overhead")
-OPTIONAL = ("l2_cache", "sram_per_sm", "num_sms", "eta_c", "eta_m", "gemm_epilogue_fusion")
+OPTIONAL = ("l2_cache", "sram_per_sm", "num_sms", "eta_c", "eta_m", "gemm_epilogue_fusion",
+            "first_touch_bandwidth", "first_touch_threshold")
 _SPARSE = re.compile(r"\bspars(e|ity)\b", re.I)
 _DENSE = re.compile(r"\bdense\b", re.I)
 
@@ -43,6 +44,10 @@ class Target:
     sram_per_sm: float | None = None
     num_sms: int | None = None
     gemm_epilogue_fusion: bool = True
+    #: CPUs: outputs of at least ``first_touch_threshold`` bytes land in freshly mapped pages
+    #: (the allocator mmaps them), whose first touch costs bytes / ``first_touch_bandwidth``.
+    first_touch_bandwidth: float | None = None
+    first_touch_threshold: float | None = None
     sources: dict[str, str] = field(default_factory=dict)
     path: str | None = None
 
@@ -70,7 +75,7 @@ class Target:
             "eta_c": self.eta_c,
             "eta_m": self.eta_m,
         }
-        for key in ("l2_cache", "sram_per_sm", "num_sms"):
+        for key in ("l2_cache", "sram_per_sm", "num_sms", "first_touch_bandwidth", "first_touch_threshold"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         out["sources"] = dict(self.sources)
