@@ -53,7 +53,7 @@ class AnalysisResult:
     @property
     def symbols(self) -> set[str]:
         """Names a binding may set: the dims of the capture, the byte symbols, and any free symbol."""
-        names = set(self.ir.dims) | set(BYTE_SYMBOLS)
+        names = set(self.ir.dims) | set(BYTE_SYMBOLS) | set(self.ir.meta.get("config_symbols", {}))
         for expr in self.totals.values():
             names |= {s.name for s in expr.free_symbols}
         if "cache_len" in names:
@@ -97,16 +97,22 @@ def check_bindings(known: set[str], bindings: dict[str, float]) -> None:
 
 
 def analyze_ir(
-    ir: IRGraph, scenario: str | None = None, bindings: dict[str, float] | None = None, line_module: str = ""
+    ir: IRGraph,
+    scenario: str | None = None,
+    bindings: dict[str, float] | None = None,
+    line_module: str = "",
+    generalize=None,
 ) -> AnalysisResult:
-    """Run the pass pipeline over a captured IR and collect the results."""
-    pipeline.run(ir, line_module)
+    """Run the pass pipeline over a captured IR and collect the results.
+
+    ``generalize(ir)`` (see :func:`config_generalizer`) rewrites costs in config symbols."""
+    pipeline.run(ir, line_module, generalize)
     totals = {c: sympy.expand(sympy.Add(*(a[c] for _, a in ir.nodes()))) for c in COSTS}
     counts: dict[str, int] = {}
     for _, a in ir.nodes():
         if a["unsupported"]:
             counts[a["op"]] = counts.get(a["op"], 0) + 1
-    base = {**ir.default_bindings, **SCENARIO_BINDINGS.get(scenario or "", {})}
+    base = {**ir.default_bindings, **ir.meta.get("config_symbols", {}), **SCENARIO_BINDINGS.get(scenario or "", {})}
     if scenario == "prefill":
         base.pop("cache_len", None)
     result = AnalysisResult(
@@ -123,16 +129,44 @@ def analyze_ir(
     return result
 
 
-def analyze_module(module, args=(), kwargs=None, dims=None, *, scenario=None, bindings=None, name=None, line_module=""):
+def analyze_module(
+    module, args=(), kwargs=None, dims=None, *, scenario=None, bindings=None, name=None, line_module="", generalize=None
+):
     """Capture a torch module with torch.export and analyze it."""
     from irtools.capture import capture_module
 
     ir = capture_module(module, args, kwargs, dims, name=name)
-    return analyze_ir(ir, scenario, bindings, line_module)
+    return analyze_ir(ir, scenario, bindings, line_module, generalize)
 
 
-def analyze(model: str | None = None, scenario: str = "prefill", bindings: dict[str, float] | None = None, line_module: str = "") -> AnalysisResult:
-    """Analyze a preset, a ``package.module:Class`` spec, or an ``.onnx`` file."""
+def config_generalizer(recipe):
+    """The generalize step for a recipe that can be rebuilt at other configs."""
+    from irtools.capture import capture_module
+    from passes.generalize import generalize
+
+    if recipe.rebuild is None or recipe.space is None:
+        raise ValueError(f"{recipe.name}: no config symbols are known for this model (--symbolic-config)")
+
+    def capture_at(free_values):
+        probe = recipe.rebuild(recipe.space.fields(free_values))
+        return capture_module(probe.module, probe.args, probe.kwargs, probe.dims, name=probe.name)
+
+    def run(ir):
+        ir.meta["generalized"] = generalize(ir, capture_at, recipe.space, recipe.space.values(recipe.config))
+
+    return run
+
+
+def analyze(
+    model: str | None = None,
+    scenario: str = "prefill",
+    bindings: dict[str, float] | None = None,
+    line_module: str = "",
+    symbolic_config: bool = False,
+) -> AnalysisResult:
+    """Analyze a preset, a ``package.module:Class`` spec, a config.json, or an ``.onnx`` file.
+
+    ``symbolic_config`` writes costs in config symbols (hidden_size, num_heads, ...)."""
     from irtools.presets import DEFAULT_PRESET, recipe_for
 
     model = model or DEFAULT_PRESET
@@ -145,6 +179,7 @@ def analyze(model: str | None = None, scenario: str = "prefill", bindings: dict[
     return analyze_module(
         recipe.module, recipe.args, recipe.kwargs, recipe.dims,
         scenario=scenario, bindings=bindings, name=recipe.name, line_module=line_module,
+        generalize=config_generalizer(recipe) if symbolic_config else None,
     )
 
 

@@ -73,6 +73,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", choices=("prefill", "decode"), default="prefill")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="bind a symbol (repeatable)")
     p.add_argument("--module", default="", help="module path whose forward gets the line table (default: the root)")
+    p.add_argument("--symbolic-config", action="store_true", help="write formulas in config symbols (hidden_size, ...)")
     p.add_argument("--target", default=None, help="accelerator for the roofline (see `irtools targets`)")
     p.add_argument("--mode", choices=("eager", "fused", "flash"), default=None, help="kernel fusion mode")
 
@@ -96,7 +97,7 @@ def _analyze(args) -> int:
 
     bindings = parse_dims(args.dim)
     with quiet_stderr(not args.debug):
-        result = analyze(args.model, args.scenario, bindings, line_module=args.module)
+        result = analyze(args.model, args.scenario, bindings, line_module=args.module, symbolic_config=args.symbolic_config)
     report = result.to_dict()
     if args.target or args.mode:
         report.update(_roofline(result, args.target or "h100-sxm", args.mode or "fused"))

@@ -136,8 +136,18 @@ def recipe(config, scenario: str, name: str, model: torch.nn.Module | None = Non
 
 def hf_recipe(model: str, scenario: str, attn: str = "sdpa") -> Recipe:
     """A recipe for an HF preset name or a path to a local ``config.json``."""
+    from irtools.config_symbols import SPACES
+
     if model in HF_CONFIGS:
         fields, name = HF_CONFIGS[model], model
     else:
         fields, name = load_config_file(model), Path(model).stem
-    return recipe(make_config(fields, attn), scenario, name)
+    return _recipe_at(fields, scenario, name, attn, SPACES.get(fields["model_type"]))
+
+
+def _recipe_at(fields: dict[str, Any], scenario: str, name: str, attn: str, space, **overrides) -> Recipe:
+    config = make_config(fields, attn, **overrides)
+    result = recipe(config, scenario, name)
+    result.rebuild = lambda more: _recipe_at(fields, scenario, name, attn, space, **{**overrides, **more})
+    result.space, result.config = space, config
+    return result

@@ -21,13 +21,19 @@ SCENARIOS = ("prefill", "decode")
 
 @dataclass
 class Recipe:
-    """What capture needs: the module, its example inputs, and the names of dynamic dims."""
+    """What capture needs: the module, its example inputs, and the names of dynamic dims.
+
+    ``rebuild(fields)`` makes the same recipe at a config with ``fields`` overridden and
+    ``space`` names the config symbols: together they allow config-symbolic formulas."""
 
     module: torch.nn.Module
     args: tuple
     kwargs: dict[str, Any]
     dims: dict[str, dict[int, str]]
     name: str
+    rebuild: Callable[[dict[str, Any]], Recipe] | None = None
+    space: Any = None  # irtools.config_symbols.ProbeSpace
+    config: Any = None
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,15 @@ def _gpt2_attention_inputs(module: torch.nn.Module, scenario: str, name: str) ->
     return Recipe(module, (x,), kwargs, dims, name)
 
 
-def _seed_attention(cls: type, scenario: str) -> Recipe:
+def _seed_attention(cls: type, scenario: str, **fields) -> Recipe:
+    from irtools.config_symbols import SEED_ATTENTION
     from models.gpt2_attention import GPT2Config
 
-    return _gpt2_attention_inputs(cls(GPT2Config()).eval(), scenario, "GPT2Attention")
+    config = GPT2Config(**fields)
+    recipe = _gpt2_attention_inputs(cls(config).eval(), scenario, "GPT2Attention")
+    recipe.rebuild = lambda overrides: _seed_attention(cls, scenario, **overrides)
+    recipe.space, recipe.config = SEED_ATTENTION, config
+    return recipe
 
 
 PRESETS: dict[str, Preset] = {

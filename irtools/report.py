@@ -78,6 +78,18 @@ def _analysis_text(e) -> str:
     return "; ".join(parts)
 
 
+def _config_symbolic(ir) -> dict[str, Any] | None:
+    gen = ir.meta.get("generalized")
+    if gen is None:
+        return None
+    return {
+        "symbols": gen.symbols,
+        "verified_nodes": len(gen.verified),
+        "numeric_nodes": gen.numeric,
+        "method": "probe traces at prime configs; formulas verified at two other probes and the real config",
+    }
+
+
 def build_report(result) -> dict[str, Any]:
     ir = result.ir
     return {
@@ -95,6 +107,7 @@ def build_report(result) -> dict[str, Any]:
             "file": result.lines.file,
             "kernels": [line_entry(result, e) for e in result.lines.entries],
         },
+        "config_symbolic": _config_symbolic(ir),
         "unsupported": [{"op": op, "count": n} for op, n in result.unsupported],
         "coverage": {
             "ops_seen": sorted({a["op"] for _, a in ir.nodes()}),

@@ -100,7 +100,10 @@ def is_alias(attrs: dict) -> bool:
 
 
 def is_free(attrs: dict) -> bool:
-    return attrs.get("kind") == "free" or not any(o is not None for o in attrs.get("outputs", []))
+    """No work on the device: free ops, ops without tensor outputs, ONNX shape arithmetic."""
+    if attrs.get("kind") == "free" or (attrs.get("args") or {}).get("shape_computation"):
+        return True
+    return not any(o is not None for o in attrs.get("outputs", []))
 
 
 def is_kernel_node(attrs: dict) -> bool:
@@ -122,6 +125,11 @@ class _Tensors:
         g = ir.graph
         self.ir = ir
         self.order = {n: i for i, n in enumerate(g.nodes)}
+        self.tensor_of: dict[str, tuple] = {}  # frontend tensor name -> (producer, output index)
+        for n, attrs in g.nodes(data=True):
+            for j, name in enumerate((attrs.get("tensor_names") or {}).get("outputs", [])):
+                if name:
+                    self.tensor_of[name] = (n, j)
         self.origin: dict[tuple, tuple] = {}  # (node, out idx) -> origin
         self.reads: dict[str, list[_Read]] = {}
         self.uses: dict[tuple, set[str]] = {}  # origin -> materializing consumers
@@ -142,20 +150,29 @@ class _Tensors:
         self.outputs = self._graph_outputs()
 
     def _match(self, n: str, attrs: dict) -> list[_Read]:
+        """Each tensor input's producer: by tensor name where the frontend kept names, else by
+        spec identity, else by equal spec (preferring a predecessor not matched yet)."""
         preds = list(self.ir.graph.predecessors(n))
-        out = []
-        for spec in attrs["inputs"]:
+        names = (attrs.get("tensor_names") or {}).get("inputs")
+        out, used = [], set()
+        for i, spec in enumerate(attrs["inputs"]):
             if spec is None:
                 continue
-            found = None
-            for same in (lambda a, b: a is b, lambda a, b: a == b):
-                found = next(((p, j) for p in preds for j, o in enumerate(self.ir.graph.nodes[p]["outputs"])
-                              if o is not None and same(o, spec)), None)
-                if found:
-                    break
+            found, name = None, names[i] if names is not None and i < len(names) else None
+            if name is not None:  # named tensors: a graph input or initializer when no node makes it
+                found = self.tensor_of.get(name)
+            else:
+                cands = [(p, j) for p in preds for j, o in enumerate(self.ir.graph.nodes[p]["outputs"]) if o is not None]
+                for same in (lambda a, b: a is b, lambda a, b: a == b):
+                    hits = [(p, j) for p, j in cands if same(self.ir.graph.nodes[p]["outputs"][j], spec)]
+                    found = next((h for h in hits if h not in used), hits[0] if hits else None)
+                    if found:
+                        break
+            if found:
+                used.add(found)
             if found is None:
-                origin = ("ext", spec.alias_of or id(spec))
-                out.append(_Read(spec, origin, (origin, id(spec))))
+                origin = ("ext", name or spec.alias_of or id(spec))
+                out.append(_Read(spec, origin, (origin, name or id(spec))))
             else:
                 origin = self.origin.get(found, found)
                 out.append(_Read(spec, origin, (origin, found if spec.alias_of is None else id(spec))))
@@ -176,6 +193,8 @@ class _Tensors:
             if name in g:
                 for j, _ in enumerate(g.nodes[name]["outputs"]):
                     found.add(self.origin.get((name, j), (name, j)))
+            elif name in self.tensor_of:  # ONNX: graph outputs are tensor names
+                found.add(self.origin.get(self.tensor_of[name], self.tensor_of[name]))
         return found
 
     def escapes(self, origin: tuple, members: set[str]) -> bool:

@@ -15,6 +15,7 @@ Unknown sizes get fresh symbols (``unk_3``), never an exception.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,11 @@ def _concrete(shape) -> tuple[int, ...] | None:
     return None
 
 
+def _count(conc) -> int:
+    """Element count of a concrete shape; negative dims count as huge (nothing is tracked)."""
+    return math.prod(conc) if all(d >= 0 for d in conc) else MAX_VALUE_ELEMENTS + 1
+
+
 def _numel(shape):
     return sympy.Mul(*shape) if shape else ONE
 
@@ -142,7 +148,7 @@ def exprs(info: TInfo | None) -> list | None:
 def with_value(shape, dtype, value) -> TInfo:
     """A TInfo whose contents are kept only when small and of concrete shape."""
     conc = _concrete(shape)
-    if value is None or conc is None or int(np.prod(conc, dtype=np.int64)) > MAX_VALUE_ELEMENTS:
+    if value is None or conc is None or _count(conc) > MAX_VALUE_ELEMENTS:
         return TInfo(tuple(shape), dtype)
     return TInfo(tuple(shape), dtype, obj_array(value).reshape(conc))
 
@@ -337,7 +343,7 @@ def _constant_of_shape(c: Ctx):
     fill = tensor_info(c.attrs["value"]) if "value" in c.attrs else TInfo((1,), "float32", obj_array([sympy.Integer(0)]))
     conc = _concrete(dims)
     value = None
-    if conc is not None and fill.value is not None and int(np.prod(conc, dtype=np.int64)) <= MAX_VALUE_ELEMENTS:
+    if conc is not None and fill.value is not None and _count(conc) <= MAX_VALUE_ELEMENTS:
         value = np.full(conc, fill.value.ravel()[0], dtype=object)
     return [with_value(dims, fill.dtype, value)]
 

@@ -6,6 +6,8 @@ scalars); external data is never opened and large tensors are described by shape
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import sympy
@@ -35,7 +37,7 @@ def tensor_info(tensor: onnx.TensorProto):
 
     shape = tuple(sympy.Integer(int(d)) for d in tensor.dims)
     dtype = dtype_name(tensor.data_type)
-    numel = int(np.prod([int(d) for d in tensor.dims], dtype=np.int64)) if tensor.dims else 1
+    numel = math.prod(int(d) for d in tensor.dims)
     if numel > MAX_READ_ELEMENTS or is_external(tensor) or dtype in ("string", "uint4", "int4", "float4_e2m1"):
         return TInfo(shape, dtype)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -352,3 +353,37 @@ def test_microsoft_fused_ops():
     assert sympy.expand(mm["bytes_read"] - (B * S * 64 * A + 64 * 32 * 4 // 8 + 64 * sym("w_bytes"))) == 0
     attn = _node(ir, "com.microsoft.GroupQueryAttention")
     assert attn["matmul_flops"] == 4 * B * 4 * S * S * 16 and attn["outputs"][0].shape == (B, S, 64)
+
+
+def test_mutated_files_never_crash(exports, tmp_path):
+    """Bounded fuzz: mutated bytes of real models load, or fail with one CaptureError line."""
+    import time
+
+    sources = [exports["legacy"].read_bytes(), open(LIGHT[0], "rb").read()]
+    rng, path, deadline, outcomes = random.Random(7), tmp_path / "m.onnx", time.monotonic() + 3, Counter()
+    while time.monotonic() < deadline:
+        data = bytearray(rng.choice(sources))
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        try:
+            annotate_costs(capture_onnx(path))
+            outcomes["ok"] += 1
+        except CaptureError as exc:
+            assert "\n" not in str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["ok"] and outcomes["refused"]
+
+
+def test_opset23_attention_with_past():
+    q = helper.make_tensor_value_info("q", TensorProto.FLOAT, ["batch", "sequence_length", 64])
+    k = helper.make_tensor_value_info("k", TensorProto.FLOAT, ["batch", "sequence_length", 32])
+    past = helper.make_tensor_value_info("pk", TensorProto.FLOAT, ["batch", 2, "past_sequence_length", 16])
+    node = helper.make_node("Attention", ["q", "k", "k", "", "pk", "pk"], ["y", "pk_out", "pv_out"], q_num_heads=4, kv_num_heads=2)
+    graph = helper.make_graph([node], "attn", [q, k, past], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    ir = annotate_costs(capture_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])))
+    attrs = _node(ir, "Attention")
+    assert [o.shape for o in attrs["outputs"]] == [(B, S, 64), (B, 2, C + S, 16), (B, 2, C + S, 16)]
+    # 4 query heads, head_dim 16: QK^T and ·V (2·16 each per score) + 4 per score (scale, softmax)
+    scores = B * 4 * S * (C + S)
+    assert attrs["matmul_flops"] == sympy.expand(64 * scores) and attrs["flops"] == sympy.expand(68 * scores)

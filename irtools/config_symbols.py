@@ -1,0 +1,115 @@
+"""Config symbols per architecture: how probe configs are made and named.
+
+A :class:`ProbeSpace` lists free probe variables (each set to a distinct prime times a
+fixed small factor), the config fields a probe sets from them, the config symbol each
+variable stands for, and how to read the symbols' values off a real config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from irtools.symbols import sym
+
+
+@dataclass(frozen=True)
+class ProbeSpace:
+    """``variables``: name -> (factor, meaning as an expression in config symbols)."""
+
+    variables: dict[str, tuple[int, sympy.Expr]]
+    fields: Callable[[dict[str, int]], dict[str, Any]]
+    values: Callable[[Any], dict[str, int]]
+    #: products that equal a named symbol in the real config (num_heads*head_dim -> hidden_size)
+    canonical: list[tuple[sympy.Expr, sympy.Expr]] = field(default_factory=list)
+
+
+def _s(*names: str):
+    return tuple(sym(n) for n in names)
+
+
+HID, NH, NKV, HD, INTER, VOCAB, POS = _s(
+    "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size", "max_positions"
+)
+CANONICAL_HIDDEN = [(NH * HD, HID)]
+
+
+def _gpt2_values(cfg) -> dict[str, int]:
+    return {
+        "hidden_size": cfg.n_embd, "num_heads": cfg.n_head, "head_dim": cfg.n_embd // cfg.n_head,
+        "intermediate_size": getattr(cfg, "n_inner", None) or 4 * cfg.n_embd,
+        "vocab_size": getattr(cfg, "vocab_size", 0), "max_positions": cfg.n_positions,
+    }
+
+
+GPT2 = ProbeSpace(
+    {"nh": (1, NH), "hd": (1, HD), "inter": (1, INTER), "vocab": (1, VOCAB), "pos": (1, POS)},
+    lambda v: {"n_head": v["nh"], "n_embd": v["nh"] * v["hd"], "n_inner": v["inter"], "vocab_size": v["vocab"], "n_positions": v["pos"]},
+    _gpt2_values,
+    CANONICAL_HIDDEN,
+)
+
+SEED_ATTENTION = ProbeSpace(
+    {"nh": (1, NH), "hd": (1, HD), "pos": (1, POS)},
+    lambda v: {"n_head": v["nh"], "n_embd": v["nh"] * v["hd"], "n_positions": v["pos"]},
+    lambda cfg: {"hidden_size": cfg.n_embd, "num_heads": cfg.n_head, "head_dim": cfg.n_embd // cfg.n_head, "max_positions": cfg.n_positions},
+    CANONICAL_HIDDEN,
+)
+
+
+def _llama_values(cfg) -> dict[str, int]:
+    heads = cfg.num_attention_heads
+    return {
+        "hidden_size": cfg.hidden_size, "num_heads": heads,
+        "num_kv_heads": getattr(cfg, "num_key_value_heads", None) or heads,
+        "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+        "intermediate_size": cfg.intermediate_size, "vocab_size": cfg.vocab_size,
+    }
+
+
+LLAMA = ProbeSpace(
+    # num_heads = num_kv_heads * group; head_dim is even (rotary halves it)
+    {"kv": (1, NKV), "group": (1, NH / NKV), "half": (2, HD), "hid": (1, HID), "inter": (1, INTER), "vocab": (1, VOCAB)},
+    lambda v: {
+        "num_key_value_heads": v["kv"], "num_attention_heads": v["kv"] * v["group"], "head_dim": v["half"],
+        "hidden_size": v["hid"], "intermediate_size": v["inter"], "vocab_size": v["vocab"],
+    },
+    _llama_values,
+    CANONICAL_HIDDEN,
+)
+
+
+def _bert_values(cfg) -> dict[str, int]:
+    return {
+        "hidden_size": cfg.hidden_size, "num_heads": cfg.num_attention_heads,
+        "head_dim": cfg.hidden_size // cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
+        "vocab_size": getattr(cfg, "vocab_size", 0), "max_positions": getattr(cfg, "max_position_embeddings", 0),
+    }
+
+
+BERT = ProbeSpace(
+    {"nh": (1, NH), "hd": (1, HD), "inter": (1, INTER), "vocab": (1, VOCAB), "pos": (1, POS)},
+    lambda v: {"num_attention_heads": v["nh"], "hidden_size": v["nh"] * v["hd"], "intermediate_size": v["inter"], "vocab_size": v["vocab"], "max_position_embeddings": v["pos"]},
+    _bert_values,
+    CANONICAL_HIDDEN,
+)
+VIT = ProbeSpace(
+    {"nh": (1, NH), "hd": (1, HD), "inter": (1, INTER)},
+    lambda v: {"num_attention_heads": v["nh"], "hidden_size": v["nh"] * v["hd"], "intermediate_size": v["inter"]},
+    lambda cfg: {"hidden_size": cfg.hidden_size, "num_heads": cfg.num_attention_heads, "head_dim": cfg.hidden_size // cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size},
+    CANONICAL_HIDDEN,
+)
+
+SPACES: dict[str, ProbeSpace] = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "bert": BERT, "vit": VIT}
+
+#: Probe prime sets: A builds the formulas, B and C verify them (no prime shared between sets).
+PROBE_PRIMES = ([11, 13, 17, 19, 23, 29], [31, 37, 41, 43, 47, 53], [59, 61, 67, 71, 73, 79])
+
+
+def probe_values(space: ProbeSpace, which: int) -> dict[str, int]:
+    """Free variable -> its probe value (prime x factor) for probe set ``which``."""
+    primes = PROBE_PRIMES[which]
+    return {name: primes[i] * factor for i, (name, (factor, _)) in enumerate(space.variables.items())}
