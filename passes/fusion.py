@@ -11,8 +11,9 @@ Modes (../shared/DESIGN.md, "Fusion modes and the roofline"):
   views are free. Nothing fuses into a GEMM's inputs.
 - ``flash``: ``fused`` plus every attention pattern, QKᵀ → pointwise (scale, mask) →
   softmax → (dropout) → ·V or a single ``attention`` node, as one kernel with
-  FlashAttention's memory traffic: Q, K, V and a real mask read, O written. A mask sliced
-  from a constant buffer (GPT-2's causal ``bias``) is assumed generated in the kernel.
+  FlashAttention's memory traffic: Q, K, V and a real mask read, O written. A mask that is
+  model state (GPT-2's causal ``bias`` buffer, an ONNX initializer) rather than an input
+  is assumed generated from indices in the kernel, as FlashAttention's causal mode does.
 
 Kernel bytes are the tensors crossing the kernel boundary: what the member nodes read
 from outside (each distinct tensor once, so a weight read by two members counts once) and
@@ -201,7 +202,8 @@ class _Tensors:
         return origin in self.outputs or bool(self.uses.get(origin, set()) - members)
 
     def producers(self, n: str) -> set[str]:
-        return {r.origin[0] for r in self.reads.get(n, ()) if r.origin[0] != "ext"}
+        """Kernel nodes whose outputs ``n`` reads (free producers such as shape math excluded)."""
+        return {r.origin[0] for r in self.reads.get(n, ()) if r.origin[0] in self.reads}
 
     def consumers(self, n: str) -> set[str]:
         attrs = self.ir.graph.nodes[n]
@@ -215,6 +217,14 @@ def _input_reads(attrs: dict, reads: list[_Read]) -> list[sympy.Expr]:
     if reads and sympy.expand(total - sympy.Add(*amounts)) != 0:  # e.g. a gather reads rows only
         amounts[0] = total - sympy.Add(*amounts[1:])
     return amounts
+
+
+def _is_buffer_mask(read: _Read, attrs: dict, kernel_nodes) -> bool:
+    """A mask that is model state (a buffer, initializer or Constant node; not computed by a
+    kernel, not an input), read by a pointwise op."""
+    spec = read.spec
+    return (read.origin[0] not in kernel_nodes and spec.role in ("constant", "weight") and len(spec.shape) >= 2
+            and attrs.get("kind") not in GEMM_KINDS)
 
 
 def _output_writes(attrs: dict) -> list[sympy.Expr]:
@@ -265,7 +275,7 @@ def make_kernel(tensors: _Tensors, kid: str, members: list[str], pattern: str) -
                 if r.origin[0] in mset or r.key in seen:
                     continue
                 seen.add(r.key)
-                if pattern == "flash_attention" and r.spec.role == "constant" and len(r.spec.shape) >= 2:
+                if pattern == "flash_attention" and _is_buffer_mask(r, attrs, tensors.reads):
                     continue  # causal mask sliced from a buffer: generated from indices in the kernel
                 read_terms.append(amount)
         write_terms = [amount for n in members for j, amount in enumerate(_output_writes(g.nodes[n]))

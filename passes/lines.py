@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import networkx as nx
 import sympy
 
 from irtools.ir import Frame, IRGraph, TensorSpec
@@ -66,10 +67,6 @@ class LineTable:
     entries: list[LineEntry]
 
 
-def _depth(path: str) -> int:
-    return 0 if path == "" else path.count(".") + 1
-
-
 def _sum(exprs) -> sympy.Expr:
     return sympy.expand(sympy.Add(*exprs))
 
@@ -118,8 +115,9 @@ def _class_source(cls_name: str) -> tuple[str | None, tuple[int, int] | None]:
         obj = importlib.import_module(module_name)
         for part in qual.split("."):
             obj = getattr(obj, part)
-        lines, start = inspect.getsourcelines(obj.forward)
-        return inspect.getsourcefile(obj.forward), (start, start + len(lines) - 1)
+        forward = inspect.unwrap(obj.forward)  # decorated forwards (transformers' wrappers)
+        lines, start = inspect.getsourcelines(forward)
+        return inspect.getsourcefile(forward), (start, start + len(lines) - 1)
     except Exception:  # noqa: BLE001 - classes we cannot import fall back to frame depth
         return None, None
 
@@ -185,7 +183,7 @@ def build_lines(ir: IRGraph, path: str = "") -> IRGraph:
         raise ValueError(f"no module at path {path!r} (modules: {', '.join(sorted(p or '<root>' for p in tree)[:12])})")
     cls_name = tree.nodes[path]["cls"]
     file, span = _class_source(cls_name)
-    depth = _depth(path)
+    depth = len(nx.shortest_path(tree, "", path)) - 1  # levels below the root ("h.0" is one)
     items = []
     for nid in tree.nodes[path]["nodes"]:
         src = ir.graph.nodes[nid]["source"]

@@ -311,3 +311,24 @@ def test_cpu_first_touch_term_only_above_threshold(kernels):
             assert f.values["time"] == pytest.approx(p.values["time"] + extra, rel=1e-9)
     softmax = next(kt for kt in estimate(kg, cpu, large).kernels if kt.kernel.nodes == ("softmax",))
     assert softmax.values["time"] > softmax.values["memory"] + 0.01  # 113 MB of fresh pages
+
+
+def test_onnx_frontend_ir(tmp_path):
+    """The same modes on the ONNX frontend's IR (tensor names, shape arithmetic, initializers)."""
+    import torch
+
+    from irtools.capture.onnx_frontend import capture_onnx
+    from models.gpt2_attention import GPT2Attention
+    from passes.annotate_costs import annotate_costs
+
+    path = tmp_path / "attn.onnx"
+    torch.onnx.export(GPT2Attention().eval(), (torch.randn(3, 5, 768),), str(path), dynamo=False, input_names=["hidden_states"],
+                      dynamic_axes={"hidden_states": {0: "batch", 1: "sequence_length"}})
+    ir = annotate_costs(capture_onnx(str(path)))
+    eager, fused, flash = (build_kernels(ir, m) for m in ("eager", "fused", "flash"))
+    assert len(eager) == sum(is_kernel_node(a) for _, a in ir.nodes())
+    assert sympy.expand(eager.total("bytes") - _node_sum(ir, "bytes_read") - _node_sum(ir, "bytes_written")) == 0
+    assert sympy.expand(flash.total("flops") - eager.total("flops")) == 0
+    assert sympy.degree(flash.total("bytes"), S) == 1 and sympy.degree(eager.total("bytes"), S) == 2
+    assert len(flash) < len(fused) < len(eager)
+    assert [k.pattern for k in flash].count("flash_attention") == 1
