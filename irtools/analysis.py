@@ -112,7 +112,12 @@ def analyze_ir(
     for _, a in ir.nodes():
         if a["unsupported"]:
             counts[a["op"]] = counts.get(a["op"], 0) + 1
-    base = {**ir.default_bindings, **ir.meta.get("config_symbols", {}), **SCENARIO_BINDINGS.get(scenario or "", {})}
+    if scenario is None:  # a graph file: prefill sizes, or decode sizes where it has a KV cache
+        has_cache = any(sym("cache_len") in e.free_symbols for e in totals.values())
+        defaults = SCENARIO_BINDINGS["decode" if has_cache else "prefill"]
+    else:
+        defaults = SCENARIO_BINDINGS[scenario]
+    base = {**ir.default_bindings, **ir.meta.get("config_symbols", {}), **defaults}
     if scenario == "prefill":
         base.pop("cache_len", None)
     result = AnalysisResult(

@@ -34,20 +34,13 @@ def parse_dims(items: list[str]) -> dict[str, float]:
 
 
 def write_output(text: str, path: str | None) -> None:
-    """Print, or write atomically (a temp file renamed into place: never half-written)."""
+    """Print, or write atomically (never half-written; an existing file is replaced)."""
     if not path:
         sys.stdout.write(text)
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from irtools.export import write_atomic
+
+    write_atomic(path, text, force=True)
 
 
 @contextlib.contextmanager
@@ -87,17 +80,122 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--format", choices=("table", "json", "md", "csv"), default="table")
     a.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     a.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    e = sub.add_parser("export", help="write the analysis in a graph / report format")
+    _add_model_args(e)
+    e.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    e.add_argument("-o", "--output", required=True, help="output file")
+    e.add_argument("--depth", type=int, default=None, help="module nesting shown (dot, modules-chart)")
+    e.add_argument("--force", action="store_true", help="overwrite an existing file")
+    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    n = sub.add_parser("annotate", help="write per-node costs into an ONNX model's metadata_props")
+    n.add_argument("input", help="model.onnx")
+    n.add_argument("-o", "--output", required=True, help="annotated model.onnx")
+    n.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    sub.add_parser("targets", help="list accelerator targets")
+    c = sub.add_parser("calibrate", help="measure this machine and write a cpu-local target")
+    c.add_argument("-o", "--output", default=None, help="target file (default: the user target folder)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    w = sub.add_parser("sweep", help="estimated time over a grid of bindings and targets")
+    _add_model_args(w)
+    w.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="values of one symbol (repeatable)")
+    w.add_argument("--targets", default="h100-sxm", help="comma-separated target names")
+    w.add_argument("-o", "--output", default=None, help="write CSV here instead of stdout")
+    w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub.add_parser("presets", help="list built-in models")
     return parser
 
 
-def _analyze(args) -> int:
+EXPORT_FORMATS = ("json", "csv", "md", "dot", "graphml", "html", "model-explorer", "trace", "roofline", "modules-chart")
+
+
+def _run_analysis(args):
     from irtools.analysis import analyze
-    from irtools.export.text import RENDERERS
 
     bindings = parse_dims(args.dim)
     with quiet_stderr(not args.debug):
-        result = analyze(args.model, args.scenario, bindings, line_module=args.module, symbolic_config=args.symbolic_config)
+        return analyze(args.model, args.scenario, bindings, line_module=args.module, symbolic_config=args.symbolic_config)
+
+
+def _export(args) -> int:
+    from irtools.export import EXPORTERS, as_report
+
+    result = _run_analysis(args)
+    target = args.target or ("h100-sxm" if args.mode else None)
+    report = as_report(result, target=target, mode=args.mode or "fused")
+    opts = {"depth": args.depth} if args.depth is not None else {}
+    for path in EXPORTERS[args.format](report, args.output, force=args.force, **opts):
+        print(path)
+    return 0
+
+
+def _annotate(args) -> int:
+    from passes.onnx_annotate import annotate_onnx
+
+    with quiet_stderr(not args.debug):
+        totals = annotate_onnx(args.input, args.output)
+    print(f"{args.output}: " + ", ".join(f"{k}={v}" for k, v in totals.items()))
+    return 0
+
+
+def _targets(_args) -> int:
+    from irtools.hardware import list_targets, load_target
+
+    for name in list_targets():
+        t = load_target(name)
+        bf16 = t.peak_flops.get("bf16") or t.peak_flops.get("fp32", 0)
+        print(f"{name:18s} {bf16 / 1e12:8.1f} TFLOP/s bf16  {t.memory_bandwidth / 1e12:6.2f} TB/s  {t.description}")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from passes.calibrate import calibrate
+
+    target = calibrate(progress=not args.quiet, path=args.output)
+    print(f"wrote {target.path}")
+    return 0
+
+
+def _sweep(args) -> int:
+    import numpy as np
+
+    from passes.fusion import build_kernels
+    from passes.roofline import grid_product, sweep
+
+    result = _run_analysis(args)
+    axes = {}
+    for item in args.grid:
+        name, sep, values = item.partition("=")
+        if not sep:
+            raise UsageError(f"--grid expects NAME=V1,V2,..., got {item!r}")
+        try:
+            axes[name] = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise UsageError(f"--grid {name}: values must be numbers, got {values!r}") from None
+    from irtools.analysis import check_bindings
+
+    for name, values in axes.items():
+        for v in values:
+            check_bindings(result.symbols, {name: int(v) if float(v).is_integer() else v})
+    grid = grid_product(**axes) if axes else {}
+    kernels = build_kernels(result.ir, args.mode or "fused")
+    fixed = {k: v for k, v in result.bindings.items() if k not in axes}
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    from passes.roofline import time_expr
+
+    times = {t: sweep(time_expr(kernels, t, fixed), grid)["value"] for t in targets}
+    n = len(next(iter(grid.values()))) if grid else 1
+    rows = [",".join([*axes, *(f"time_s[{t}]" for t in targets)])]
+    for i in range(n):
+        cells = [f"{grid[a][i]:g}" for a in axes] + [f"{np.atleast_1d(times[t])[i if n > 1 else 0]:.6g}" for t in targets]
+        rows.append(",".join(cells))
+    write_output("\n".join(rows) + "\n", args.output)
+    return 0
+
+
+def _analyze(args) -> int:
+    from irtools.export.text import RENDERERS
+
+    result = _run_analysis(args)
     report = result.to_dict()
     if args.target or args.mode:
         report.update(_roofline(result, args.target or "h100-sxm", args.mode or "fused"))
@@ -107,15 +205,11 @@ def _analyze(args) -> int:
 
 
 def _roofline(result, target_name: str, mode: str) -> dict:
-    try:
-        from irtools.hardware import load_target
-        from passes.fusion import build_kernels
-        from passes.roofline import estimate, kernels_report
-    except ImportError as exc:
-        raise UsageError(f"roofline estimates are not available in this build ({exc})") from None
-    target = load_target(target_name)
-    kernels = build_kernels(result.ir, mode)
-    return kernels_report(estimate(kernels, target, result.bindings))
+    from irtools.hardware import load_target
+    from passes.fusion import build_kernels
+    from passes.roofline import estimate, kernels_report
+
+    return kernels_report(estimate(build_kernels(result.ir, mode), load_target(target_name), result.bindings))
 
 
 def _presets(_args) -> int:
@@ -129,7 +223,10 @@ def _presets(_args) -> int:
     return 0
 
 
-COMMANDS = {"analyze": _analyze, "presets": _presets}
+COMMANDS = {
+    "analyze": _analyze, "export": _export, "annotate": _annotate, "targets": _targets,
+    "calibrate": _calibrate, "sweep": _sweep, "presets": _presets,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from irtools.capture.torch_export import CaptureError
 
-        known = (UsageError, CaptureError, ValueError, FileNotFoundError, OSError)
+        from irtools.export import ExportError
+
+        known = (UsageError, CaptureError, ExportError, ValueError, FileNotFoundError, OSError)
         prefix = "" if isinstance(exc, known) else f"{type(exc).__name__}: "
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"irtools: error: {prefix}{message}", file=sys.stderr)

@@ -15,6 +15,10 @@ def human(value, unit: str = "") -> str:
     for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
             return f"{value / factor:.3g} {prefix}{unit}"
+    if unit == "s" and 0 < abs(value) < 1:
+        for factor, prefix in ((1e-3, "m"), (1e-6, "µ"), (1e-9, "n")):
+            if abs(value) >= factor:
+                return f"{value / factor:.3g} {prefix}s"
     return f"{value:.4g} {unit}".rstrip()
 
 
@@ -63,14 +67,55 @@ def render_table(report) -> str:
         ))
     widths = [min(72, max(len(c), *(len(r[i]) for r in rows))) for i, c in enumerate(cols)] if rows else [len(c) for c in cols]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines.append(fmt.format(*cols))
-    lines.append(fmt.format(*("-" * w for w in widths)))
+    if rows:
+        lines.append(fmt.format(*cols))
+        lines.append(fmt.format(*("-" * w for w in widths)))
     for r in rows:
         lines.append(fmt.format(*(c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(r, widths))))
+    lines += _kernel_lines(report) + _module_lines(report, rows)
     if report["unsupported"]:
         lines.append("")
         lines.append("unsupported ops (costed 0): " + ", ".join(f"{u['op']}×{u['count']}" for u in report["unsupported"]))
     return "\n".join(lines) + "\n"
+
+
+def _kernel_lines(report) -> list[str]:
+    """The kernel table, when a target and fusion mode were given."""
+    if "kernels" not in report:
+        return []
+    t = report["time_s"]["value"]
+    out = ["", f"{report['mode']} kernels on {report['target']['name']}: {len(report['kernels'])} kernels, "
+           f"estimated time {human(t, 's')}", f"{'kernel':<28}{'kinds':<34}{'FLOPs':>10}{'bytes':>10}{'time':>11}  bound"]
+    for k in sorted(report["kernels"], key=lambda k: -(k["time_s"]["value"] or 0))[:25]:
+        kinds = ",".join(dict.fromkeys(k["kinds"]))[:32]
+        out.append(
+            f"{k['id'][:27]:<28}{kinds:<34}{human(k['flops']['value']):>10}{human(k['bytes']['value'], 'B'):>10}"
+            f"{human(k['time_s']['value'], 's'):>11}  {k['bound']}"
+        )
+    if len(report["kernels"]) > 25:
+        out.append(f"... {len(report['kernels']) - 25} more (--format json for all)")
+    return out
+
+
+def _module_lines(report, line_rows) -> list[str]:
+    """Modules by cost, for graphs without source lines (ONNX files without metadata)."""
+    if line_rows:
+        return []
+    out = ["", f"{'module':<48}{'class':<28}{'FLOPs':>10}{'read':>10}{'written':>10}"]
+
+    def walk(m, depth):
+        if depth > 3:
+            return
+        out.append(
+            f"{('  ' * depth + (m['path'] or '<model>'))[:47]:<48}{m['class'].rsplit('.', 1)[-1][:27]:<28}"
+            f"{human(m['flops']['value']):>10}{human(m['bytes_read']['value'], 'B'):>10}{human(m['bytes_written']['value'], 'B'):>10}"
+        )
+        for c in m["children"]:
+            walk(c, depth + 1)
+
+    for m in report["modules"]:
+        walk(m, 0)
+    return out
 
 
 def render_markdown(report) -> str:
