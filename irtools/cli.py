@@ -9,7 +9,6 @@ import json
 import os
 import sys
 import tempfile
-from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 
@@ -243,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         from irtools.capture.torch_export import CaptureError
-
         from irtools.export import ExportError
 
         known = (UsageError, CaptureError, ExportError, ValueError, FileNotFoundError, OSError)
