@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXPORT_FORMATS = ("json", "csv", "md", "dot", "graphml", "html", "model-explorer", "trace", "roofline", "modules-chart")
+EXPORT_FORMATS = (
+    "json", "csv", "md", "dot", "graphml", "html", "model-explorer", "trace", "roofline", "modules-chart", "module-analysis",
+)
 
 
 def _run_analysis(args):
@@ -119,6 +121,13 @@ def _export(args) -> int:
     from irtools.export import EXPORTERS, as_report
 
     result = _run_analysis(args)
+    if args.format == "module-analysis":  # the seed's format: one document per module class
+        from irtools.export import write_atomic
+        from passes.compose import module_documents
+
+        text = json.dumps(module_documents(result.ir), indent=2) + "\n"
+        print(write_atomic(args.output, text, force=args.force))
+        return 0
     target = args.target or ("h100-sxm" if args.mode else None)
     report = as_report(result, target=target, mode=args.mode or "fused")
     opts = {"depth": args.depth} if args.depth is not None else {}

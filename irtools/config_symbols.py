@@ -42,12 +42,16 @@ def _gpt2_values(cfg) -> dict[str, int]:
         "hidden_size": cfg.n_embd, "num_heads": cfg.n_head, "head_dim": cfg.n_embd // cfg.n_head,
         "intermediate_size": getattr(cfg, "n_inner", None) or 4 * cfg.n_embd,
         "vocab_size": getattr(cfg, "vocab_size", 0), "max_positions": cfg.n_positions,
+        "num_layers": getattr(cfg, "n_layer", 1),
     }
 
 
 GPT2 = ProbeSpace(
     {"nh": (1, NH), "hd": (1, HD), "inter": (1, INTER), "vocab": (1, VOCAB), "pos": (1, POS)},
-    lambda v: {"n_head": v["nh"], "n_embd": v["nh"] * v["hd"], "n_inner": v["inter"], "vocab_size": v["vocab"], "n_positions": v["pos"]},
+    lambda v: {
+        "n_head": v["nh"], "n_embd": v["nh"] * v["hd"], "n_inner": v["inter"], "vocab_size": v["vocab"],
+        "n_positions": v["pos"], "bos_token_id": 0, "eos_token_id": 0,
+    },
     _gpt2_values,
     CANONICAL_HIDDEN,
 )
@@ -67,6 +71,7 @@ def _llama_values(cfg) -> dict[str, int]:
         "num_kv_heads": getattr(cfg, "num_key_value_heads", None) or heads,
         "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
         "intermediate_size": cfg.intermediate_size, "vocab_size": cfg.vocab_size,
+        "num_layers": cfg.num_hidden_layers,
     }
 
 
@@ -87,6 +92,7 @@ def _bert_values(cfg) -> dict[str, int]:
         "hidden_size": cfg.hidden_size, "num_heads": cfg.num_attention_heads,
         "head_dim": cfg.hidden_size // cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
         "vocab_size": getattr(cfg, "vocab_size", 0), "max_positions": getattr(cfg, "max_position_embeddings", 0),
+        "num_layers": cfg.num_hidden_layers,
     }
 
 
@@ -99,7 +105,11 @@ BERT = ProbeSpace(
 VIT = ProbeSpace(
     {"nh": (1, NH), "hd": (1, HD), "inter": (1, INTER)},
     lambda v: {"num_attention_heads": v["nh"], "hidden_size": v["nh"] * v["hd"], "intermediate_size": v["inter"]},
-    lambda cfg: {"hidden_size": cfg.hidden_size, "num_heads": cfg.num_attention_heads, "head_dim": cfg.hidden_size // cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size},
+    lambda cfg: {
+        "hidden_size": cfg.hidden_size, "num_heads": cfg.num_attention_heads,
+        "head_dim": cfg.hidden_size // cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
+        "num_layers": cfg.num_hidden_layers,
+    },
     CANONICAL_HIDDEN,
 )
 

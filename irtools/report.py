@@ -35,13 +35,34 @@ def _node(result, node_id: str, a: dict) -> dict[str, Any]:
 
 
 def _module(result, m) -> dict[str, Any]:
+    """A module and its children; identical siblings (h.0 … h.11) collapse into one entry
+    with ``repeat`` (and ``repeat_symbol`` num_layers when that is the config's count)."""
+    groups: list[list] = []
+    for child in m.children:
+        last = groups[-1][0] if groups else None
+        if last is not None and last.cls == child.cls and all(
+            getattr(last, c) == getattr(child, c) for c in ("flops", "bytes_read", "bytes_written")
+        ):
+            groups[-1].append(child)
+        else:
+            groups.append([child])
+    layers = result.ir.meta.get("config_symbols", {}).get("num_layers")
+    children = []
+    for group in groups:
+        entry = _module(result, group[0])
+        if len(group) > 1:
+            entry["repeat"] = len(group)
+            entry["paths"] = [g.path for g in group]
+            if layers == len(group):
+                entry["repeat_symbol"] = "num_layers"
+        children.append(entry)
     return {
         "path": m.path,
         "class": m.cls,
         "flops": cost(result, m.flops),
         "bytes_read": cost(result, m.bytes_read),
         "bytes_written": cost(result, m.bytes_written),
-        "children": [_module(result, c) for c in m.children],
+        "children": children,
     }
 
 
@@ -90,6 +111,15 @@ def _config_symbolic(ir) -> dict[str, Any] | None:
     }
 
 
+def _composed(result) -> dict[str, Any] | None:
+    """Totals composed hierarchically with ``num_layers`` symbolic (config-symbolic runs)."""
+    if result.ir.meta.get("generalized") is None:
+        return None
+    from passes.compose import composed_costs
+
+    return {k: cost(result, v) for k, v in composed_costs(result.ir).items()}
+
+
 def build_report(result) -> dict[str, Any]:
     ir = result.ir
     return {
@@ -108,6 +138,7 @@ def build_report(result) -> dict[str, Any]:
             "kernels": [line_entry(result, e) for e in result.lines.entries],
         },
         "config_symbolic": _config_symbolic(ir),
+        "composed": _composed(result),
         "unsupported": [{"op": op, "count": n} for op, n in result.unsupported],
         "coverage": {
             "ops_seen": sorted({a["op"] for _, a in ir.nodes()}),

@@ -4,9 +4,16 @@ Measures, with torch on the current thread settings: GEMM throughput (``torch.mm
 square matrices of several sizes, fp32 and bf16; the best size gives the dense peak), a
 STREAM-like copy bandwidth (``dst.copy_(src)`` on a buffer far larger than the caches;
 bytes = read + write), the per-op dispatch overhead (a tiny ``torch.add``) and, where the
-allocator maps large outputs afresh, the cost of first touching their pages. Every
-figure's source names how it was measured. Efficiencies stay 1.0: the measured figures
-already are what this machine attains.
+allocator maps large outputs afresh, the cost of first touching their pages. Two optional
+tables refine the roofline (passes/roofline.py): ``gemm_efficiency``, the fraction of the
+peak a skinny ``torch.mm`` (m × 1024 @ 1024 × 1024, m = 1 ... 1024) attains as a function of
+its smallest dimension, and ``bandwidth_curve``, the copy bandwidth attained per bytes moved
+(from cache-resident to DRAM-sized buffers). Every figure's source names how it was
+measured; all come from these micro-benchmarks, never from model runs. eta_c and eta_m stay
+1.0: the measured figures already are what this machine attains.
+
+``device="cuda"`` runs the same micro-benchmarks on the current GPU (synchronizing after
+each timed call; no first-touch term: the caching allocator reuses memory).
 """
 
 from __future__ import annotations
@@ -23,6 +30,11 @@ import torch
 from irtools.hardware import Target, save_target, user_dir
 
 GEMM_SIZES = (256, 512, 1024)
+#: smallest dimension m of the skinny GEMMs (m × SKINNY_NK @ SKINNY_NK × SKINNY_NK) for gemm_efficiency
+SKINNY_MS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+SKINNY_NK = 1024
+#: bytes moved (read + write) by the copies of bandwidth_curve
+CURVE_BYTES = tuple(2**p for p in (16, 18, 20, 22, 24, 26, 28))
 GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 COPY_BYTES = 128 * 2**20
 
@@ -45,29 +57,68 @@ class Progress:
         sys.stderr.flush()
 
 
-def best_time(fn: Callable[[], object], budget_s: float = 0.5, min_reps: int = 3) -> float:
-    """Best wall time of ``fn`` over repeats filling ``budget_s`` (after one warm-up call)."""
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_time(fn: Callable[[], object], budget_s: float = 0.5, min_reps: int = 3, device: str = "cpu") -> float:
+    """Best wall time of ``fn`` over repeats filling ``budget_s`` (after one warm-up call);
+    on CUDA each call is synchronized and timed with CUDA events."""
     fn()
+    _sync(device)
     best, start, reps = float("inf"), time.perf_counter(), 0
     while reps < min_reps or time.perf_counter() - start < budget_s:
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
+        if device == "cuda":
+            t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0.record()
+            fn()
+            t1.record()
+            t1.synchronize()
+            best = min(best, t0.elapsed_time(t1) * 1e-3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
         reps += 1
     return best
 
 
-def gemm_flops(n: int, dtype: torch.dtype, budget_s: float = 0.5) -> float:
-    """FLOP/s of an n×n×n ``torch.mm`` (2·n³ flops)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    return 2 * n**3 / best_time(lambda: torch.mm(a, b), budget_s)
+def gemm_flops(n: int, dtype: torch.dtype, budget_s: float = 0.5, device: str = "cpu", m: int | None = None) -> float:
+    """FLOP/s of an m×n @ n×n ``torch.mm`` (2·m·n² flops; m = n by default)."""
+    m = n if m is None else m
+    a, b = torch.randn(m, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
+    return 2 * m * n * n / best_time(lambda: torch.mm(a, b), budget_s, device=device)
 
 
-def copy_bandwidth(nbytes: int = COPY_BYTES, budget_s: float = 1.0) -> float:
-    """Bytes/s of a large copy (read + write)."""
-    src = torch.ones(nbytes // 4)
+def gemm_efficiency(peak: float, ms=SKINNY_MS, nk: int = SKINNY_NK, budget_s: float = 0.1,
+                    device: str = "cpu", step: Callable[[str], None] | None = None) -> list[tuple[float, float]]:
+    """[(m, attained / peak)] of fp32 ``torch.mm`` of m × nk @ nk × nk, capped at 1."""
+    out = []
+    for m in ms:
+        rate = gemm_flops(nk, torch.float32, budget_s, device, m=m)
+        out.append((float(m), min(1.0, rate / peak)))
+        if step:
+            step(f"gemm m={m}")
+    return out
+
+
+def copy_bandwidth(nbytes: int = COPY_BYTES, budget_s: float = 1.0, device: str = "cpu") -> float:
+    """Bytes/s of a copy of ``nbytes`` (read + write: 2·nbytes moved)."""
+    src = torch.ones(max(1, nbytes // 4), device=device)
     dst = torch.empty_like(src)
-    return 2 * nbytes / best_time(lambda: dst.copy_(src), budget_s)
+    return 2 * src.numel() * 4 / best_time(lambda: dst.copy_(src), budget_s, device=device)
+
+
+def bandwidth_curve(sizes=CURVE_BYTES, budget_s: float = 0.1, device: str = "cpu",
+                    step: Callable[[str], None] | None = None) -> list[tuple[float, float]]:
+    """[(bytes moved, B/s)] of fp32 copies moving ``sizes`` bytes (half read, half written)."""
+    out = []
+    for moved in sizes:
+        out.append((float(moved), copy_bandwidth(moved // 2, budget_s, device)))
+        if step:
+            step(f"copy {moved >> 10} KiB")
+    return out
 
 
 def first_touch(sizes_mib=(8, 16, 32, 48, 64, 128), budget_s: float = 0.15) -> tuple[float | None, float | None]:
@@ -93,16 +144,19 @@ def first_touch(sizes_mib=(8, 16, 32, 48, 64, 128), budget_s: float = 0.15) -> t
     return (extra, float(threshold)) if threshold else (None, None)
 
 
-def dispatch_overhead(reps: int = 2000) -> float:
-    """Seconds per tiny op (``torch.add`` of 8 floats): the per-kernel launch cost on CPU."""
-    x, y = torch.ones(8), torch.ones(8)
+def dispatch_overhead(reps: int = 2000, device: str = "cpu") -> float:
+    """Seconds per tiny op (``torch.add`` of 8 floats): the per-kernel launch cost
+    (on CUDA: back-to-back launches, synchronized once per batch)."""
+    x, y = torch.ones(8, device=device), torch.ones(8, device=device)
     for _ in range(100):
         torch.add(x, y)
+    _sync(device)
     samples = []
     for _ in range(5):
         t0 = time.perf_counter()
         for _ in range(reps):
             torch.add(x, y)
+        _sync(device)
         samples.append((time.perf_counter() - t0) / reps)
     return sorted(samples)[len(samples) // 2]
 

@@ -16,9 +16,29 @@ import networkx as nx
 import sympy
 
 from irtools.ir import Frame, IRGraph, TensorSpec
-from irtools.symbols import pretty
+from irtools.symbols import pretty, sym
 
 SKIP_KINDS = {"free"}
+
+
+@dataclass
+class ModuleCall:
+    """Calls of one module class with the same arguments from one line (``h.0`` … ``h.11``)."""
+
+    cls: str
+    args: tuple[sympy.Expr, ...]
+    paths: list[str]
+    repeat_symbol: sympy.Expr | None = None  # num_layers when the count equals it
+
+    @property
+    def repeat(self) -> int:
+        return len(self.paths)
+
+    @property
+    def reference(self) -> str:
+        text = f"${{{self.cls}}}({', '.join(pretty(a) for a in self.args)})"
+        count = self.repeat_symbol if self.repeat_symbol is not None else self.repeat
+        return text if count == 1 else f"{count} * {text}"
 
 
 @dataclass
@@ -32,13 +52,22 @@ class LineEntry:
     flops: sympy.Expr
     bytes_read: sympy.Expr
     bytes_written: sympy.Expr
-    references: list[str] = field(default_factory=list)  # ${Class}(args) of module calls
+    calls: list[ModuleCall] = field(default_factory=list)
     own_flops: sympy.Expr = sympy.Integer(0)
     own_read: sympy.Expr = sympy.Integer(0)
     own_write: sympy.Expr = sympy.Integer(0)
     nodes: list[str] = field(default_factory=list)
     function: str = "forward"
     sub_entries: list[LineEntry] = field(default_factory=list)
+
+    @property
+    def references(self) -> list[str]:
+        """``${Class}(args)`` of the module calls (``num_layers * ${...}`` when repeated)."""
+        return [c.reference for c in self.calls]
+
+    @property
+    def repeat(self) -> int:
+        return max((c.repeat for c in self.calls), default=1)
 
     def _formula(self, own: sympy.Expr) -> str:
         parts = list(self.references)
@@ -71,8 +100,9 @@ def _sum(exprs) -> sympy.Expr:
     return sympy.expand(sympy.Add(*exprs))
 
 
-def module_reference(ir: IRGraph, path: str, tree) -> str:
-    """``${Class}(input dims..., out features)`` for the call of the module at ``path``."""
+def module_call_args(ir: IRGraph, path: str, tree) -> tuple[sympy.Expr, ...]:
+    """The arguments a reference to the module at ``path`` carries: its input's dims, plus
+    its output features when it projects with its own weight or changes the last dim."""
     node_ids = tree.nodes[path]["nodes"]
     produced: set[int] = set()
     first_in: TensorSpec | None = None
@@ -87,13 +117,33 @@ def module_reference(ir: IRGraph, path: str, tree) -> str:
                 produced.add(id(spec))
                 last_out = spec
     args: tuple = first_in.shape if first_in is not None else ()
-    has_weights = any(
-        spec is not None and spec.role == "weight" for nid in node_ids for spec in ir.graph.nodes[nid]["inputs"]
+    projects = any(  # a matmul of its own with a weight: Linear / Conv1D-like
+        ir.graph.nodes[nid].get("module") == path
+        and ir.graph.nodes[nid]["kind"] in ("matmul", "conv")
+        and any(spec is not None and spec.role == "weight" for spec in ir.graph.nodes[nid]["inputs"])
+        for nid in node_ids
     )
     if last_out is not None and first_in is not None and last_out.shape:
-        if has_weights or last_out.shape[-1] != first_in.shape[-1]:
+        if projects or last_out.shape[-1] != first_in.shape[-1]:
             args = args + (last_out.shape[-1],)
-    return f"${{{tree.nodes[path]['cls']}}}({', '.join(pretty(a) for a in args)})"
+    return tuple(args)
+
+
+def _calls(ir: IRGraph, children: list[str], tree) -> list[ModuleCall]:
+    """Group a line's child modules by (class, arguments, costs): a loop over h.N is one call."""
+    calls: dict[tuple, ModuleCall] = {}
+    layers = ir.meta.get("config_symbols", {}).get("num_layers")
+    for path in children:
+        data = tree.nodes[path]
+        key = (data["cls"], module_call_args(ir, path, tree), data["flops"], data["bytes_read"], data["bytes_written"])
+        if key in calls:
+            calls[key].paths.append(path)
+        else:
+            calls[key] = ModuleCall(data["cls"], key[1], [path])
+    for call in calls.values():
+        if layers and call.repeat == layers and call.repeat > 1:
+            call.repeat_symbol = sym("num_layers")
+    return list(calls.values())
 
 
 def _owner_frame(frames: tuple[Frame, ...], file: str | None, span: tuple[int, int] | None, depth: int):
@@ -153,7 +203,6 @@ def _entries(ir, items, depth, tree, function, file=None) -> list[LineEntry]:
             own.append(nid)
             if via_helper:
                 helpers.append((nid, frames, nxt))
-        refs = [module_reference(ir, c, tree) for c in children]
         g = ir.graph.nodes
         entry = LineEntry(
             line=line,
@@ -163,7 +212,7 @@ def _entries(ir, items, depth, tree, function, file=None) -> list[LineEntry]:
             flops=_sum(g[n]["flops"] for n in ids),
             bytes_read=_sum(g[n]["bytes_read"] for n in ids),
             bytes_written=_sum(g[n]["bytes_written"] for n in ids),
-            references=refs,
+            calls=_calls(ir, children, tree),
             own_flops=_sum(g[n]["flops"] for n in own),
             own_read=_sum(g[n]["bytes_read"] for n in own),
             own_write=_sum(g[n]["bytes_written"] for n in own),
@@ -176,8 +225,8 @@ def _entries(ir, items, depth, tree, function, file=None) -> list[LineEntry]:
     return entries
 
 
-def build_lines(ir: IRGraph, path: str = "") -> IRGraph:
-    """Write the line table of the module at ``path`` into ``ir.meta["lines"]``."""
+def line_table(ir: IRGraph, path: str = "") -> LineTable:
+    """The line table of the module at ``path`` (the modules pass must have run)."""
     tree = ir.meta["modules"]
     if path not in tree:
         raise ValueError(f"no module at path {path!r} (modules: {', '.join(sorted(p or '<root>' for p in tree)[:12])})")
@@ -192,5 +241,10 @@ def build_lines(ir: IRGraph, path: str = "") -> IRGraph:
         idx = _owner_frame(src.frames, file, span, depth)
         if idx is not None:
             items.append((nid, src.frames, idx))
-    ir.meta["lines"] = LineTable(cls_name, path, file, _entries(ir, items, depth, tree, "forward", file))
+    return LineTable(cls_name, path, file, _entries(ir, items, depth, tree, "forward", file))
+
+
+def build_lines(ir: IRGraph, path: str = "") -> IRGraph:
+    """Write the line table of the module at ``path`` into ``ir.meta["lines"]``."""
+    ir.meta["lines"] = line_table(ir, path)
     return ir

@@ -10,6 +10,14 @@ on vector units and use the fp32 (fp64 for 8-byte activations) peak. When ``a_by
 not bound the peak is a ``Piecewise`` in ``a_bytes``. Kernels run one after another: the
 model's time is the sum of its kernels'. A CPU target may add a first-touch term for
 outputs large enough to be freshly mapped by the allocator (``first_touch_*`` figures).
+
+Two optional target tables refine this where a target has them (``irtools calibrate``
+measures both on a CPU): ``gemm_efficiency`` scales the peak of a GEMM kernel by the
+fraction attained at its smallest dimension min(M, N, K) (skinny decode GEMMs run far below
+the square-GEMM peak), and ``bandwidth_curve`` gives the bandwidth attained by a kernel
+moving that many bytes (cache-resident working sets stream faster than DRAM). Both are
+interpolated linearly between their points and clamped at the ends, as sympy Piecewise
+expressions, so times stay symbolic.
 """
 
 from __future__ import annotations
@@ -127,12 +135,73 @@ def evaluate_all(exprs: list, bindings: Mapping[str, float]) -> list[float | Non
     return out
 
 
-def kernel_time(kernel: Kernel, target: Target, bindings: Mapping[str, float]) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
-    """(compute term, memory term, time) of one kernel: symbolic roofline expressions."""
+def interpolate(points, x) -> sympy.Expr:
+    """Piecewise-linear interpolation of ``[(x, y), ...]`` (x ascending) at ``x``, clamped at the ends."""
+    points = [(sympy.Float(a), sympy.Float(b)) for a, b in points]
+    x = sympy.sympify(x)
+    if x.is_number:
+        xv = float(x)
+        if xv <= points[0][0]:
+            return points[0][1]
+        for (x0, y0), (x1, y1) in zip(points, points[1:]):
+            if xv <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return points[-1][1]
+    pieces = [(points[0][1], x <= points[0][0])]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        pieces.append((y0 + (y1 - y0) * (x - x0) / (x1 - x0), x <= x1))
+    pieces.append((points[-1][1], True))
+    return sympy.Piecewise(*pieces)
+
+
+def gemm_dims(kernel_graph: KernelGraph, kernel: Kernel) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | None:
+    """(M, N, K) of a kernel's GEMM (its anchor ``matmul`` node; batch dims left out), or None.
+
+    M and N are the output's last two dims (M = 1 for a vector output); K comes from the
+    node's matmul FLOPs, 2·batch·M·N·K."""
+    if kernel.matmul_flops == 0 or not kernel.anchor or kernel.anchor not in kernel_graph.ir.graph:
+        return None
+    attrs = kernel_graph.ir.graph.nodes[kernel.anchor]
+    if attrs.get("kind") != "matmul":
+        return None
+    out = next((o for o in attrs.get("outputs", []) if o is not None), None)
+    mm = attrs.get("matmul_flops", 0)
+    if out is None or not out.shape or mm == 0:
+        return None
+    m = out.shape[-2] if len(out.shape) >= 2 else sympy.Integer(1)
+    n = out.shape[-1]
+    k = sympy.factor(sympy.cancel(sympy.sympify(mm) / (2 * out.numel)))
+    return sympy.sympify(m), sympy.sympify(n), k
+
+
+def gemm_efficiency(target: Target, dims) -> sympy.Expr:
+    """Fraction of the peak a GEMM of ``dims`` (M, N, K) attains: the target's table at min(M, N, K), else 1."""
+    if not target.gemm_efficiency or dims is None:
+        return sympy.Integer(1)
+    return interpolate(target.gemm_efficiency, sympy.Min(*dims))
+
+
+def bandwidth(target: Target, nbytes) -> sympy.Expr:
+    """Bandwidth (B/s) a kernel moving ``nbytes`` attains: the target's curve, else its memory bandwidth."""
+    if not target.bandwidth_curve:
+        return sympy.Float(target.memory_bandwidth)
+    return interpolate(target.bandwidth_curve, nbytes)
+
+
+def kernel_time(kernel: Kernel, target: Target, bindings: Mapping[str, float],
+                dims: tuple[sympy.Expr, sympy.Expr, sympy.Expr] | None = None) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
+    """(compute term, memory term, time) of one kernel: symbolic roofline expressions.
+
+    ``dims``: the kernel's GEMM (M, N, K) (:func:`gemm_dims`), used with a target's
+    ``gemm_efficiency`` table."""
     matmul = kernel.matmul_flops != 0
     peak = peak_expr(target, bindings, matmul)
-    compute = kernel.flops / (peak * target.eta_c)
-    memory = kernel.bytes / sympy.Float(target.memory_bandwidth * target.eta_m)
+    eta_gemm = gemm_efficiency(target, dims) if matmul else sympy.Integer(1)
+    compute = kernel.flops / (peak * target.eta_c * eta_gemm)
+    if target.bandwidth_curve:
+        memory = kernel.bytes / (bandwidth(target, kernel.bytes) * sympy.Float(target.eta_m))
+    else:
+        memory = kernel.bytes / sympy.Float(target.memory_bandwidth * target.eta_m)
     time = sympy.Max(compute, memory) + sympy.Float(target.launch_overhead) + first_touch(kernel, target)
     return compute, memory, time
 
@@ -145,11 +214,15 @@ def first_touch(kernel: Kernel, target: Target) -> sympy.Expr:
     return sympy.Piecewise((cost, kernel.bytes_written >= (target.first_touch_threshold or 0)), (0, True))
 
 
+def _dims(kernel_graph: KernelGraph, kernel: Kernel, target: Target):
+    return gemm_dims(kernel_graph, kernel) if target.gemm_efficiency else None
+
+
 def time_expr(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping[str, float] | None = None) -> sympy.Expr:
     """The model's total time on ``target`` (sum over kernels), symbolic in unbound symbols."""
     target = load_target(target)
     bindings = normalize_bindings(bindings)
-    total = sympy.Add(*(kernel_time(k, target, bindings)[2] for k in kernel_graph.kernels))
+    total = sympy.Add(*(kernel_time(k, target, bindings, _dims(kernel_graph, k, target))[2] for k in kernel_graph.kernels))
     return total.subs({sym(k): v for k, v in bindings.items()}) if bindings else total
 
 
@@ -173,7 +246,7 @@ def estimate(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping[
     bindings = normalize_bindings(bindings)
     kts, exprs = [], []
     for k in kernel_graph.kernels:
-        compute, memory, time = kernel_time(k, target, bindings)
+        compute, memory, time = kernel_time(k, target, bindings, _dims(kernel_graph, k, target))
         matmul = k.matmul_flops != 0
         dtype = compute_dtype(float(bindings["a_bytes"]), matmul) if "a_bytes" in bindings else None
         kts.append(KernelTime(k, compute, memory, time, dtype, target.peak(dtype) if dtype else None))
@@ -300,6 +373,10 @@ def _evaluate(expr, grid: Mapping[str, np.ndarray], fixed: Mapping[str, float]) 
 
 __all__ = [
     "KernelTime",
+    "bandwidth",
+    "gemm_dims",
+    "gemm_efficiency",
+    "interpolate",
     "RooflineResult",
     "compute_dtype",
     "estimate",

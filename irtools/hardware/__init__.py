@@ -20,6 +20,10 @@ DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4")
 REQUIRED = ("memory_bandwidth", "memory_size", "launch_overhead")
 OPTIONAL = ("l2_cache", "sram_per_sm", "num_sms", "eta_c", "eta_m", "gemm_epilogue_fusion",
             "first_touch_bandwidth", "first_touch_threshold")
+#: optional tables of ``[[x, y], ...]`` points (x ascending), interpolated linearly and clamped:
+#: ``gemm_efficiency`` [smallest GEMM dimension, fraction of the dense peak attained],
+#: ``bandwidth_curve`` [bytes a kernel moves, attained bytes/s] (caches on a CPU).
+TABLES = ("gemm_efficiency", "bandwidth_curve")
 _SPARSE = re.compile(r"\bspars(e|ity)\b", re.I)
 _DENSE = re.compile(r"\bdense\b", re.I)
 
@@ -48,6 +52,10 @@ class Target:
     #: (the allocator mmaps them), whose first touch costs bytes / ``first_touch_bandwidth``.
     first_touch_bandwidth: float | None = None
     first_touch_threshold: float | None = None
+    #: optional ``((m, eta), ...)``: a GEMM whose smallest dimension is m attains eta·peak.
+    gemm_efficiency: tuple[tuple[float, float], ...] | None = None
+    #: optional ``((bytes, B/s), ...)``: a kernel moving that many bytes attains that bandwidth.
+    bandwidth_curve: tuple[tuple[float, float], ...] | None = None
     sources: dict[str, str] = field(default_factory=dict)
     path: str | None = None
 
@@ -78,6 +86,9 @@ class Target:
         for key in ("l2_cache", "sram_per_sm", "num_sms", "first_touch_bandwidth", "first_touch_threshold"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        for key in TABLES:
+            if getattr(self, key) is not None:
+                out[key] = [list(p) for p in getattr(self, key)]
         out["sources"] = dict(self.sources)
         return out
 
@@ -116,6 +127,28 @@ def _figure(data: dict, key: str, where: str, sources: dict) -> float | bool:
     return float(value)
 
 
+def _table(data: dict, key: str, where: str, sources: dict) -> tuple[tuple[float, float], ...]:
+    """An optional ``{ value = [[x, y], ...], source = "..." }`` table: x ascending, y positive."""
+    fig = data[key]
+    if not isinstance(fig, dict) or "value" not in fig:
+        raise TargetError(f"{where}: {key} must be a table {{ value = [[x, y], ...], source = \"...\" }}")
+    source = str(fig.get("source", "")).strip()
+    if not source:
+        raise TargetError(f"{where}: {key} has no source")
+    points = fig["value"]
+    ok = isinstance(points, list) and points and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p) for p in points)
+    if not ok:
+        raise TargetError(f"{where}: {key} must be a non-empty list of [x, y] number pairs")
+    xs = [float(p[0]) for p in points]
+    if any(b <= a for a, b in zip(xs, xs[1:])) or any(p[0] <= 0 or p[1] <= 0 for p in points):
+        raise TargetError(f"{where}: {key} needs positive values and strictly ascending x")
+    if key == "gemm_efficiency" and any(p[1] > 1 for p in points):
+        raise TargetError(f"{where}: {key} efficiencies must be in (0, 1]")
+    sources[key] = source
+    return tuple((float(x), float(y)) for x, y in points)
+
+
 def parse_target(data: dict, where: str = "target") -> Target:
     """Validate a parsed target file and build the :class:`Target`."""
     if "name" not in data:
@@ -140,9 +173,12 @@ def parse_target(data: dict, where: str = "target") -> Target:
     for key in OPTIONAL:
         if key in data:
             figures[key] = _figure(data, key, where, sources)
+    for key in TABLES:
+        if key in data:
+            figures[key] = _table(data, key, where, sources)
     if "num_sms" in figures:
         figures["num_sms"] = int(figures["num_sms"])
-    unknown = set(data) - {"name", "description", "peak_flops", *REQUIRED, *OPTIONAL}
+    unknown = set(data) - {"name", "description", "peak_flops", *REQUIRED, *OPTIONAL, *TABLES}
     if unknown:
         raise TargetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     return Target(name=str(data["name"]), description=str(data.get("description", "")), peak_flops=peaks, sources=sources, **figures)
@@ -182,6 +218,12 @@ def save_target(target: Target, path: str | Path) -> Path:
         value = getattr(target, key)
         if value is not None and (key in REQUIRED or key in target.sources):
             lines.append(fig(key, value))
+    for key in TABLES:
+        points = getattr(target, key)
+        if points is not None:
+            source = target.sources.get(key, "unknown").replace("\\", "/").replace('"', "'")
+            pts = ", ".join(f"[{float(x)!r}, {float(y)!r}]" for x, y in points)
+            lines.append(f'{key} = {{ value = [{pts}], source = "{source}" }}')
     lines += ["", "[peak_flops]"] + [fig(f"peak_flops.{d}", v) for d, v in target.peak_flops.items()]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
