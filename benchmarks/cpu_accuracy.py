@@ -9,13 +9,19 @@ first, at the same thread count as the runs (``--threads``, default 1), into a t
 (CPU time on the CPU, device time on CUDA), matched in order to the predicted eager kernels
 by op name; end to end is the wall time of a forward (CUDA-synchronized on a GPU). Both
 take the fastest repetition, which is robust to other processes sharing the cores. Nothing
-is fitted to the measurements reported. Usage:
-``python benchmarks/cpu_accuracy.py [--target auto|NAME|FILE] [--threads N] [--device cpu|cuda] [--markdown FILE]``.
+is fitted to the measurements reported: every figure of the target (peak, bandwidth curve,
+GEMM efficiency by smallest dimension, dispatch overhead) comes from calibrate's own
+micro-benchmarks, run before the models. On CUDA the forward is timed with CUDA events and
+``--target auto`` calibrates the GPU instead. Usage:
+``python benchmarks/cpu_accuracy.py [--target auto|NAME|FILE] [--threads N] [--device cpu|cuda] [--markdown FILE] [--json FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import platform
 import statistics
 import sys
 import time
@@ -111,16 +117,23 @@ def sync(device: str) -> None:
 
 
 def wall_time(module, args, kwargs, device: str, budget_s: float = 0.5) -> float:
-    """Fastest seconds per forward (after warm-up)."""
+    """Fastest seconds per forward (after warm-up); CUDA events around each forward on a GPU."""
     for _ in range(2):
         module(*args, **kwargs)
     sync(device)
     samples, start = [], time.perf_counter()
     while len(samples) < 5 or (time.perf_counter() - start < budget_s and len(samples) < 200):
-        t0 = time.perf_counter()
-        module(*args, **kwargs)
-        sync(device)
-        samples.append(time.perf_counter() - t0)
+        if device == "cuda":
+            t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0.record()
+            module(*args, **kwargs)
+            t1.record()
+            t1.synchronize()
+            samples.append(t0.elapsed_time(t1) * 1e-3)
+        else:
+            t0 = time.perf_counter()
+            module(*args, **kwargs)
+            samples.append(time.perf_counter() - t0)
     return min(samples)
 
 
@@ -176,14 +189,17 @@ def run(args) -> int:
 
         from passes.calibrate import calibrate
 
-        print(f"calibrating this machine at {args.threads} thread(s) first", file=sys.stderr)
-        target = calibrate(progress=True, path=Path(tempfile.mkdtemp()) / "cpu-local.toml")
+        print(f"calibrating this {'GPU' if device == 'cuda' else f'machine at {args.threads} thread(s)'} first", file=sys.stderr)
+        target = calibrate(progress=True, path=Path(args.save_target or Path(tempfile.mkdtemp()) / "cpu-local.toml"), device=device,
+                           curve=args.bandwidth_curve)
     else:
         target = load_target(args.target)
+    # the same target without its optional tables: the plain roofline, for comparison
+    baseline = dataclasses.replace(target, gemm_efficiency=None, bandwidth_curve=None)
     torch.manual_seed(0)
     config = GPT2Config(n_positions=4096)  # room for the decode caches below
     models = {"GPT2Attention": GPT2Attention(config).eval(), "GPT2Block": GPT2Block(config).eval()}
-    rows, e2e = [], []
+    rows, e2e, rows_plain, e2e_plain = [], [], [], []
     for model_name, module in models.items():
         irs = {sc: capture(module, sc) for sc in ("prefill", "decode")}
         kgs = {sc: build_kernels(ir, "eager") for sc, ir in irs.items()}
@@ -194,6 +210,7 @@ def run(args) -> int:
             if shape.cache:
                 bindings["cache_len"] = shape.cache
             result = estimate(kg, target, bindings)
+            plain = estimate(kg, baseline, bindings)
             kernel_ops = [kg.ir.graph.nodes[kt.kernel.nodes[0]]["op"] for kt in result.kernels]
             a, kw = inputs(shape, device)
             with torch.no_grad():
@@ -201,21 +218,80 @@ def run(args) -> int:
                 reps = max(3, min(20, int(0.3 / max(measured_e2e, 1e-6))))
                 measured = match(kernel_ops, profile_ops(module, a, kw, device, reps))
             e2e.append((model_name, shape, result.value, measured_e2e))
-            for kt, op, m in zip(result.kernels, kernel_ops, measured):
+            e2e_plain.append((model_name, shape, plain.value, measured_e2e))
+            for kt, kp, op, m in zip(result.kernels, plain.kernels, kernel_ops, measured):
                 rows.append((model_name, shape, kt, op, m))
-    lines = report(rows, e2e, target)
+                rows_plain.append((model_name, shape, kp, op, m))
+    lines = report(rows, e2e, target, device)
+    if target.gemm_efficiency or target.bandwidth_curve:
+        s = summary(rows_plain, e2e_plain)
+        lines += ["", "Same measurements against the plain roofline (the target without gemm_efficiency / bandwidth_curve):",
+                  f"per-op MAPE, ops >= 1 ms: {s['per_op_mape_big']:.1f}%; ops < 1 ms: {s['per_op_mape_small']:.1f}%; "
+                  f"end-to-end MAPE: {s['e2e_mape']:.1f}% (max {s['e2e_max']:.1f}%); end-to-end errors: "
+                  + ", ".join(f"{mn} {sh.name} {pct(p, m):+.1f}%" for mn, sh, p, m in e2e_plain)]
     text = "\n".join(lines)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write(text + "\n")
+    if args.json:
+        with open(args.json, "w") as fh:
+            out = raw(rows, e2e, target, device)
+            out["plain_roofline"] = {"summary": summary(rows_plain, e2e_plain),
+                                     "predicted_s": [kt.values["time"] for *_, kt, _, _ in rows_plain],
+                                     "end_to_end_predicted_s": [p for *_, p, _ in e2e_plain]}
+            json.dump(out, fh, indent=1)
+            fh.write("\n")
     return 0
 
 
-def report(rows, e2e, target) -> list[str]:
+def environment(device: str) -> dict:
+    dev = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
+    return {"device": device, "device_name": dev, "host": platform.node(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def summary(rows, e2e) -> dict:
+    big = [abs(pct(kt.values["time"], m)) for *_, kt, _, m in rows if m is not None and m >= BIG_OP_S]
+    small = [abs(pct(kt.values["time"], m)) for *_, kt, _, m in rows if m is not None and m < BIG_OP_S]
+    errs = [abs(pct(p, m)) for *_, p, m in e2e]
+    return {"per_op_mape_big": statistics.mean(big) if big else None, "n_big": len(big),
+            "per_op_mape_small": statistics.mean(small) if small else None, "n_small": len(small),
+            "e2e_mape": statistics.mean(errs), "e2e_max": max(errs), "n_e2e": len(errs), "big_op_s": BIG_OP_S}
+
+
+def raw(rows, e2e, target, device: str) -> dict:
+    """Everything behind the tables, for docs/validation (JSON)."""
+    return {
+        "environment": environment(device),
+        "target": target.to_dict(),
+        "shapes": [{"name": s.name, "scenario": s.scenario, "batch": s.batch, "seq": s.seq, "cache": s.cache} for s in SHAPES],
+        "ops": [{"model": mn, "shape": sh.name, "kernel": kt.kernel.id, "op": aten_name(op), "bound": kt.bound,
+                 "flops": kt.values.get("flops"), "bytes": kt.values.get("bytes"),
+                 "predicted_s": kt.values["time"], "measured_s": m} for mn, sh, kt, op, m in rows],
+        "end_to_end": [{"model": mn, "shape": sh.name, "predicted_s": p, "measured_s": m} for mn, sh, p, m in e2e],
+        "summary": summary(rows, e2e),
+    }
+
+
+def report(rows, e2e, target, device: str = "cpu") -> list[str]:
+    env = environment(device)
     out = [f"# Predicted (eager kernels on `{target.name}`) vs measured (torch.profiler), fp32, {torch.get_num_threads()} thread(s)", ""]
+    out.append(f"device: {env['device']} ({env['device_name']}, host {env['host']}), torch {env['torch']}, "
+               f"{env['threads']} thread(s), python {env['python']}")
+    out.append("")
+    out.append("shapes: " + ", ".join(f"{s.name} (b={s.batch}, s={s.seq}, cache={s.cache})" for s in SHAPES))
+    out.append("")
     out.append(f"target: peak fp32 {target.peak('fp32') / 1e9:.1f} GFLOP/s, copy bandwidth {target.memory_bandwidth / 1e9:.1f} GB/s, "
                f"launch overhead {target.launch_overhead * 1e6:.2f} us, eta_c {target.eta_c}, eta_m {target.eta_m}")
+    if target.gemm_efficiency:
+        out.append("")
+        out.append("gemm_efficiency (smallest dim: fraction of peak): "
+                   + ", ".join(f"{m:g}: {e:.2f}" for m, e in target.gemm_efficiency))
+    if target.bandwidth_curve:
+        out.append("")
+        out.append("bandwidth_curve (bytes moved: GB/s): "
+                   + ", ".join(f"{b / 2**20:g} MiB: {v / 1e9:.1f}" for b, v in target.bandwidth_curve))
     out += ["", "## Per op", "", "| model | shape | kernel | op | bound | predicted us | measured us | error % |", "|---|---|---|---|---|---|---|---|"]
     big, small = [], []
     for model_name, shape, kt, op, m in rows:
@@ -245,6 +321,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (calibration and runs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
     parser.add_argument("--markdown", default=None, help="also write the tables to this file")
+    parser.add_argument("--json", default=None, help="also write the raw figures (JSON) to this file")
+    parser.add_argument("--bandwidth-curve", action="store_true", help="with --target auto: also calibrate a bandwidth curve")
+    parser.add_argument("--save-target", default=None, help="with --target auto: keep the calibrated target file here")
     return run(parser.parse_args())
 
 

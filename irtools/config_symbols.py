@@ -76,11 +76,12 @@ def _llama_values(cfg) -> dict[str, int]:
 
 
 LLAMA = ProbeSpace(
-    # num_heads = num_kv_heads * group; head_dim is even (rotary halves it)
-    {"kv": (1, NKV), "group": (1, NH / NKV), "half": (2, HD), "hid": (1, HID), "inter": (1, INTER), "vocab": (1, VOCAB)},
+    # num_heads = num_kv_heads * group; hidden_size a multiple of num_heads (transformers
+    # checks it); head_dim set apart from hidden_size / num_heads and even (rotary halves it)
+    {"kv": (1, NKV), "group": (1, NH / NKV), "half": (2, HD), "per_head": (1, HID / NH), "inter": (1, INTER), "vocab": (1, VOCAB)},
     lambda v: {
         "num_key_value_heads": v["kv"], "num_attention_heads": v["kv"] * v["group"], "head_dim": v["half"],
-        "hidden_size": v["hid"], "intermediate_size": v["inter"], "vocab_size": v["vocab"],
+        "hidden_size": v["kv"] * v["group"] * v["per_head"], "intermediate_size": v["inter"], "vocab_size": v["vocab"],
     },
     _llama_values,
     CANONICAL_HIDDEN,

@@ -46,6 +46,8 @@ def _module(result, m) -> dict[str, Any]:
             groups[-1].append(child)
         else:
             groups.append([child])
+    from passes.hierarchy import is_layer_stack
+
     layers = result.ir.meta.get("config_symbols", {}).get("num_layers")
     children = []
     for group in groups:
@@ -53,7 +55,7 @@ def _module(result, m) -> dict[str, Any]:
         if len(group) > 1:
             entry["repeat"] = len(group)
             entry["paths"] = [g.path for g in group]
-            if layers == len(group):
+            if layers == len(group) and is_layer_stack(entry["paths"]):
                 entry["repeat_symbol"] = "num_layers"
         children.append(entry)
     return {

@@ -18,6 +18,7 @@ import sympy
 
 from irtools.ir import IRGraph
 from irtools.symbols import pretty, sym
+from passes.hierarchy import layer_factor
 from passes.lines import LineEntry, line_table, module_call_args
 
 COSTS = ("flops", "bytes_read", "bytes_written")
@@ -105,14 +106,13 @@ def composed_costs(ir: IRGraph, path: str = "") -> dict[str, sympy.Expr]:
     siblings counted once times its size — ``num_layers`` when that is the config's layer
     count. With ``num_layers`` bound, this equals the flat (captured) costs."""
     tree = ir.meta["modules"]
-    layers = ir.meta.get("config_symbols", {}).get("num_layers")
     total = _own(ir, path)
     for paths in _children_calls(ir, path).values():
         first = tree.nodes[paths[0]]
         alike = all(all(sympy.expand(tree.nodes[p][c] - first[c]) == 0 for c in COSTS) for p in paths[1:])
         parts = [(composed_costs(ir, paths[0]), len(paths))] if alike else [(composed_costs(ir, p), 1) for p in paths]
         for costs, count in parts:
-            factor = sym("num_layers") if layers and count == layers and count > 1 else count
+            factor = layer_factor(ir, paths) if count > 1 else 1
             total = {c: total[c] + factor * costs[c] for c in COSTS}
     return {c: sympy.expand(v) for c, v in total.items()}
 
@@ -171,7 +171,10 @@ def module_documents(ir: IRGraph) -> list[dict[str, Any]]:
 def expand_document(docs: list[dict[str, Any]], cls: str, cost: str = "flops") -> sympy.Expr:
     """Expand a class's document through its ``${Class}(args)`` references (recursively),
     in the class's own parameters; at the root this is the model total."""
-    from irtools.symbols import parse
+    from irtools.symbols import from_kv_len, parse
+
+    def read(text: str) -> sympy.Expr:
+        return from_kv_len(parse(text))
 
     by_class = {d["class_name"]: d for d in docs}
     key = {"flops": "flops", "bytes_read": "read", "bytes_written": "write"}[cost]
@@ -180,11 +183,11 @@ def expand_document(docs: list[dict[str, Any]], cls: str, cost: str = "flops") -
         doc = by_class[name]
         total = sympy.Integer(0)
         for k in doc["kernels"]:
-            total += parse(k["own"][key])
+            total += read(k["own"][key])
             for ref in k["references"]:
                 child = by_class[ref["class"]]
-                binding = {sym(p): parse(a) for p, a in zip(child["parameters"], ref["args"])}
-                total += parse(ref["repeat"]) * expand(ref["class"]).xreplace(binding)
+                binding = {sym(p): read(a) for p, a in zip(child["parameters"], ref["args"])}
+                total += read(ref["repeat"]) * expand(ref["class"]).xreplace(binding)
         return sympy.expand(total)
 
     return expand(cls)

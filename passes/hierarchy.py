@@ -7,12 +7,35 @@ nodes carry ``cls``, ``flops``, ``bytes_read``, ``bytes_written`` and ``nodes`` 
 
 from __future__ import annotations
 
+import re
+
 import networkx as nx
 import sympy
 
 from irtools.ir import IRGraph
 
 COSTS = ("flops", "bytes_read", "bytes_written")
+
+
+def is_layer_stack(paths: list[str]) -> bool:
+    """``h.0``, ``h.1``, …: the members of one ModuleList, in order (not ln_1 and ln_2)."""
+    matches = [re.fullmatch(r"(.*)\.(\d+)", p) for p in paths]
+    return (
+        len(paths) > 1
+        and all(matches)
+        and len({m.group(1) for m in matches}) == 1
+        and [int(m.group(2)) for m in matches] == list(range(len(paths)))
+    )
+
+
+def layer_factor(ir: IRGraph, paths: list[str]):
+    """``num_layers`` for a stack of as many blocks as the config's layers, else the count."""
+    import sympy
+
+    layers = ir.meta.get("config_symbols", {}).get("num_layers")
+    if layers and len(paths) == layers and is_layer_stack(paths):
+        return sympy.Symbol("num_layers", positive=True, integer=True)
+    return len(paths)
 
 
 def build_hierarchy(ir: IRGraph) -> IRGraph:

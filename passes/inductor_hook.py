@@ -37,6 +37,7 @@ class Origin:
     original_aten: str  # the op before Inductor's decompositions
     roots: tuple[str, ...]  # ``from_node`` leaves: names in the graph dynamo handed over
     is_view: bool
+    primary: bool = False  # the FX node that produced one of the kernel's buffers (not inlined)
 
 
 @dataclass
@@ -102,8 +103,7 @@ class Recording:
 def hook_unavailable() -> str | None:
     """A one-line reason when the installed torch has no post-fusion pass, else None."""
     try:
-        from torch._inductor import config
-        from torch._inductor import scheduler  # noqa: F401
+        from torch._inductor import config, scheduler  # noqa: F401
     except Exception as exc:  # noqa: BLE001
         return f"torch._inductor unavailable: {type(exc).__name__}: {exc}"
     if not hasattr(config, "_post_fusion_custom_pass"):
@@ -136,26 +136,36 @@ def _roots(node: torch.fx.Node) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _origin(node: torch.fx.Node) -> Origin:
+def _origin(node: torch.fx.Node, primary: bool) -> Origin:
     target = str(node.target) if node.op == "call_function" else f"{node.op}:{node.target}"
     target = target.removeprefix("torch.ops.")
     original = str(node.meta.get("original_aten") or target).removeprefix("torch.ops.")
-    return Origin(node.name, target, original, _roots(node), _op_short(target) in _VIEW_OPS)
+    return Origin(node.name, target, original, _roots(node), _op_short(target) in _VIEW_OPS, primary)
 
 
 def _origins(snode) -> tuple[Origin, ...]:
     found: dict[str, torch.fx.Node] = {}
+    primary: set[str] = set()
     for sub in snode.get_nodes():
         ir_node = getattr(sub, "node", None)
         if ir_node is None:
             continue
         for o in ir_node.get_origins() or ():
             found.setdefault(o.name, o)
+        own = getattr(ir_node, "origin_node", None)
+        if own is not None:
+            primary.add(own.name)
+            found.setdefault(own.name, own)
     order = {}
     with contextlib.suppress(Exception):
         graph = next(iter(found.values())).graph
         order = {n.name: i for i, n in enumerate(graph.nodes)}
-    return tuple(_origin(found[n]) for n in sorted(found, key=lambda n: order.get(n, 0)))
+    return tuple(_origin(found[n], n in primary) for n in sorted(found, key=lambda n: order.get(n, 0)))
+
+
+def _is_extern_op(target: str) -> bool:
+    short = _op_short(target)
+    return short in GEMM_OPS or any(a in short for a in ATTENTION_OPS)
 
 
 def _kind(snode, origins: tuple[Origin, ...]) -> tuple[str, str]:
@@ -176,7 +186,8 @@ def _kind(snode, origins: tuple[Origin, ...]) -> tuple[str, str]:
         return "template", next((_op_short(o.target) for o in origins if _op_short(o.target) in GEMM_OPS), "template")
     if snode.is_foreach():
         return "foreach", ""
-    anchor = next((o for o in reversed(origins) if not o.is_view), origins[-1] if origins else None)
+    own = [o for o in origins if not o.is_view and not _is_extern_op(o.original_aten)]
+    anchor = next((o for o in reversed(own) if o.primary), own[-1] if own else (origins[-1] if origins else None))
     op = _op_short(anchor.target) if anchor else ""
     return ("reduction" if snode.is_reduction() else "pointwise"), op
 

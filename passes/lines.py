@@ -16,7 +16,8 @@ import networkx as nx
 import sympy
 
 from irtools.ir import Frame, IRGraph, TensorSpec
-from irtools.symbols import pretty, sym
+from irtools.symbols import pretty
+from passes.hierarchy import layer_factor
 
 SKIP_KINDS = {"free"}
 
@@ -132,7 +133,6 @@ def module_call_args(ir: IRGraph, path: str, tree) -> tuple[sympy.Expr, ...]:
 def _calls(ir: IRGraph, children: list[str], tree) -> list[ModuleCall]:
     """Group a line's child modules by (class, arguments, costs): a loop over h.N is one call."""
     calls: dict[tuple, ModuleCall] = {}
-    layers = ir.meta.get("config_symbols", {}).get("num_layers")
     for path in children:
         data = tree.nodes[path]
         key = (data["cls"], module_call_args(ir, path, tree), data["flops"], data["bytes_read"], data["bytes_written"])
@@ -141,8 +141,9 @@ def _calls(ir: IRGraph, children: list[str], tree) -> list[ModuleCall]:
         else:
             calls[key] = ModuleCall(data["cls"], key[1], [path])
     for call in calls.values():
-        if layers and call.repeat == layers and call.repeat > 1:
-            call.repeat_symbol = sym("num_layers")
+        factor = layer_factor(ir, call.paths)
+        if not isinstance(factor, int):
+            call.repeat_symbol = factor
     return list(calls.values())
 
 

@@ -93,11 +93,15 @@ def _default_bytes(ir: IRGraph) -> dict[str, float]:
 
 
 def coverage(ir: IRGraph) -> dict:
-    """Ops seen, ops with a cost rule, and the unsupported ones (after ``annotate_costs``)."""
+    """Ops seen, ops with a cost rule, and the unsupported ones with their node ids (after
+    ``annotate_costs``: those nodes carry zero cost)."""
     seen = Counter(a["op"] for _, a in ir.nodes())
-    unsupported = Counter(a["op"] for _, a in ir.nodes() if a.get("unsupported", lookup(a["op"]) is None))
-    return {"seen": dict(seen), "supported": sorted(op for op in seen if op not in unsupported),
-            "unsupported": [{"op": op, "count": n} for op, n in sorted(unsupported.items())]}
+    bad: dict[str, list[str]] = {}
+    for node_id, a in ir.nodes():
+        if a.get("unsupported", lookup(a["op"]) is None):
+            bad.setdefault(a["op"], []).append(node_id)
+    return {"seen": dict(seen), "supported": sorted(op for op in seen if op not in bad),
+            "unsupported": [{"op": op, "count": len(ids), "nodes": ids} for op, ids in sorted(bad.items())]}
 
 
 def _static_hints(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
