@@ -147,7 +147,7 @@ def main() -> None:
         bind = {"batch_size": args.batch, "seq_len": args.seq}
         files += [(os.path.basename(p), p, bind, {"input_ids": (args.batch, args.seq)}) for p in gpt2.values()]
         head = (f"{'file':28s} {'nodes':>5s} | {'irtools num':>11s} {'onnx-tool':>10s} {'ratio':>6s} | "
-                f"{'irt sym+' + str(args.evals):>11s} {'tool x' + str(args.evals):>10s} {'ratio':>6s} | MACs irtools / onnx-tool")
+                f"{'irt sym+' + str(args.evals):>11s} {'tool x' + str(args.evals):>10s} {'ratio':>6s} | matmul MACs irtools / all MACs onnx-tool")
         print(head)
         print("-" * len(head))
         sums = {"num": 0.0, "tool": 0.0, "sym": 0.0, "n": 0}

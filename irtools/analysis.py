@@ -107,6 +107,11 @@ def analyze_ir(
 
     ``generalize(ir)`` (see :func:`config_generalizer`) rewrites costs in config symbols."""
     pipeline.run(ir, line_module, generalize)
+    return _collect(ir, scenario, bindings)
+
+
+def _collect(ir: IRGraph, scenario: str | None, bindings: dict[str, float] | None) -> AnalysisResult:
+    """Totals, module tree, unsupported ops and bindings of an IR the pipeline has run on."""
     totals = {c: sympy.expand(sympy.Add(*(a[c] for _, a in ir.nodes()))) for c in COSTS}
     counts: dict[str, int] = {}
     for _, a in ir.nodes():
@@ -162,16 +167,61 @@ def config_generalizer(recipe):
     return run
 
 
+TRACED_LAYERS = 2
+
+
+def _analyze_collapsed(recipe, scenario, bindings, line_module, symbolic_config) -> AnalysisResult | None:
+    """Analyze a two-block version of the model; None where that cannot stand for it."""
+    import networkx as nx
+
+    from irtools.capture import capture_module
+    from passes.compose import composed_costs
+    from passes.hierarchy import layer_stacks
+    from passes.lines import build_lines
+
+    space = recipe.space
+    if recipe.rebuild is None or space is None or not space.layers_field:
+        return None
+    layers = space.values(recipe.config).get("num_layers", 0)
+    if layers <= TRACED_LAYERS:
+        return None
+    small = recipe.rebuild({space.layers_field: TRACED_LAYERS})
+    ir = capture_module(small.module, small.args, small.kwargs, small.dims, name=recipe.name)
+    ir.meta["collapsed_layers"] = TRACED_LAYERS
+    generalize = config_generalizer(small) if symbolic_config else None
+    pipeline.run(ir, line_module, generalize)
+    tree = ir.meta["modules"]
+    stacks = layer_stacks(tree)
+    if len(stacks) != 1 or any(
+        tree.nodes[stacks[0][0]][c] != tree.nodes[p][c] for p in stacks[0][1:] for c in COSTS
+    ):
+        return None  # blocks differ (or no single stack): trace the whole model instead
+    ir.meta.setdefault("config_symbols", {})
+    ir.meta["config_symbols"] = {**ir.meta["config_symbols"], "num_layers": layers}
+    stack = stacks[0][0].rsplit(".", 1)[0]
+    ir.meta["collapse_info"] = {"traced_layers": TRACED_LAYERS, "num_layers": layers, "stack": stack}
+    parent = next(iter(tree.predecessors(stacks[0][0])))
+    for path in [*nx.ancestors(tree, parent), parent]:  # costs above the stack: num_layers blocks
+        tree.nodes[path].update(composed_costs(ir, path))
+    build_lines(ir, line_module)
+    result = _collect(ir, scenario, bindings)
+    result.totals = {c: tree.nodes[""][c] for c in COSTS}
+    return result
+
+
 def analyze(
     model: str | None = None,
     scenario: str = "prefill",
     bindings: dict[str, float] | None = None,
     line_module: str = "",
     symbolic_config: bool = False,
+    collapse_layers: bool = False,
 ) -> AnalysisResult:
     """Analyze a preset, a ``package.module:Class`` spec, a config.json, or an ``.onnx`` file.
 
-    ``symbolic_config`` writes costs in config symbols (hidden_size, num_heads, ...)."""
+    ``symbolic_config`` writes costs in config symbols (hidden_size, num_heads, ...);
+    ``collapse_layers`` traces two blocks, checks they cost the same, and repeats them
+    ``num_layers`` times (much faster on deep models; falls back to a full trace)."""
     from irtools.presets import DEFAULT_PRESET, recipe_for
 
     model = model or DEFAULT_PRESET
@@ -181,6 +231,10 @@ def analyze(
         ir = capture_onnx(model)
         return analyze_ir(ir, None, bindings, line_module)
     recipe = recipe_for(model, scenario)
+    if collapse_layers:
+        result = _analyze_collapsed(recipe, scenario, bindings, line_module, symbolic_config)
+        if result is not None:
+            return result
     return analyze_module(
         recipe.module, recipe.args, recipe.kwargs, recipe.dims,
         scenario=scenario, bindings=bindings, name=recipe.name, line_module=line_module,

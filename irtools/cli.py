@@ -66,6 +66,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="bind a symbol (repeatable)")
     p.add_argument("--module", default="", help="module path whose forward gets the line table (default: the root)")
     p.add_argument("--symbolic-config", action="store_true", help="write formulas in config symbols (hidden_size, ...)")
+    p.add_argument("--collapse-layers", action="store_true", help="trace two blocks, repeat them num_layers times (deep models)")
     p.add_argument("--target", default=None, help="accelerator for the roofline (see `irtools targets`)")
     p.add_argument("--mode", choices=("eager", "fused", "flash"), default=None, help="kernel fusion mode")
 
@@ -114,7 +115,10 @@ def _run_analysis(args):
 
     bindings = parse_dims(args.dim)
     with quiet_stderr(not args.debug):
-        return analyze(args.model, args.scenario, bindings, line_module=args.module, symbolic_config=args.symbolic_config)
+        return analyze(
+            args.model, args.scenario, bindings, line_module=args.module,
+            symbolic_config=args.symbolic_config, collapse_layers=args.collapse_layers,
+        )
 
 
 def _export(args) -> int:

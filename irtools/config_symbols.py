@@ -25,6 +25,8 @@ class ProbeSpace:
     values: Callable[[Any], dict[str, int]]
     #: products that equal a named symbol in the real config (num_heads*head_dim -> hidden_size)
     canonical: list[tuple[sympy.Expr, sympy.Expr]] = field(default_factory=list)
+    #: the config field holding the number of stacked blocks (for block collapse)
+    layers_field: str | None = "num_hidden_layers"
 
 
 def _s(*names: str):
@@ -54,6 +56,7 @@ GPT2 = ProbeSpace(
     },
     _gpt2_values,
     CANONICAL_HIDDEN,
+    "n_layer",
 )
 
 SEED_ATTENTION = ProbeSpace(
@@ -61,6 +64,7 @@ SEED_ATTENTION = ProbeSpace(
     lambda v: {"n_head": v["nh"], "n_embd": v["nh"] * v["hd"], "n_positions": v["pos"]},
     lambda cfg: {"hidden_size": cfg.n_embd, "num_heads": cfg.n_head, "head_dim": cfg.n_embd // cfg.n_head, "max_positions": cfg.n_positions},
     CANONICAL_HIDDEN,
+    None,
 )
 
 

@@ -55,8 +55,8 @@ def _module(result, m) -> dict[str, Any]:
         if len(group) > 1:
             entry["repeat"] = len(group)
             entry["paths"] = [g.path for g in group]
-            if layers == len(group) and is_layer_stack(entry["paths"]):
-                entry["repeat_symbol"] = "num_layers"
+            if (result.ir.meta.get("collapsed_layers") or layers) == len(group) and is_layer_stack(entry["paths"]):
+                entry["repeat"], entry["repeat_symbol"] = layers, "num_layers"
         children.append(entry)
     return {
         "path": m.path,
@@ -115,7 +115,7 @@ def _config_symbolic(ir) -> dict[str, Any] | None:
 
 def _composed(result) -> dict[str, Any] | None:
     """Totals composed hierarchically with ``num_layers`` symbolic (config-symbolic runs)."""
-    if result.ir.meta.get("generalized") is None:
+    if result.ir.meta.get("generalized") is None and not result.ir.meta.get("collapsed_layers"):
         return None
     from passes.compose import composed_costs
 
@@ -141,6 +141,7 @@ def build_report(result) -> dict[str, Any]:
         },
         "config_symbolic": _config_symbolic(ir),
         "composed": _composed(result),
+        "collapsed": result.ir.meta.get("collapse_info"),
         "unsupported": [{"op": op, "count": n} for op, n in result.unsupported],
         "coverage": {
             "ops_seen": sorted({a["op"] for _, a in ir.nodes()}),

@@ -28,11 +28,22 @@ def is_layer_stack(paths: list[str]) -> bool:
     )
 
 
+def layer_stacks(tree) -> list[list[str]]:
+    """Every ModuleList of blocks in the module tree: [[h.0, h.1, ...], ...]."""
+    stacks: dict[str, list[str]] = {}
+    for path in tree:
+        m = re.fullmatch(r"(.*)\.(\d+)", path)
+        if m:
+            stacks.setdefault(m.group(1), []).append(path)
+    return [sorted(v, key=lambda p: int(p.rsplit(".", 1)[1])) for v in stacks.values() if is_layer_stack(sorted(v, key=lambda p: int(p.rsplit(".", 1)[1])))]
+
+
 def layer_factor(ir: IRGraph, paths: list[str]):
-    """``num_layers`` for a stack of as many blocks as the config's layers, else the count."""
+    """``num_layers`` for a stack of as many blocks as the config's layers (or as were
+    traced, when blocks are collapsed), else the count."""
     import sympy
 
-    layers = ir.meta.get("config_symbols", {}).get("num_layers")
+    layers = ir.meta.get("collapsed_layers") or ir.meta.get("config_symbols", {}).get("num_layers")
     if layers and len(paths) == layers and is_layer_stack(paths):
         return sympy.Symbol("num_layers", positive=True, integer=True)
     return len(paths)

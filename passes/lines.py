@@ -205,15 +205,25 @@ def _entries(ir, items, depth, tree, function, file=None) -> list[LineEntry]:
             if via_helper:
                 helpers.append((nid, frames, nxt))
         g = ir.graph.nodes
+        calls = _calls(ir, children, tree)
+
+        def total(cost: str, own_ids=own, calls=calls) -> sympy.Expr:
+            """Own nodes plus each call's module cost times its repeat (num_layers stays symbolic)."""
+            parts = [g[n][cost] for n in own_ids]
+            for call in calls:
+                factor = call.repeat_symbol if call.repeat_symbol is not None else call.repeat
+                parts.append(factor * tree.nodes[call.paths[0]][cost])
+            return _sum(parts)
+
         entry = LineEntry(
             line=line,
             code=codes[line],
             kernel_type="composite" if children else "basic",
             operation=", ".join(dict.fromkeys(g[n]["kind"] for n in ids if g[n]["kind"] not in SKIP_KINDS)),
-            flops=_sum(g[n]["flops"] for n in ids),
-            bytes_read=_sum(g[n]["bytes_read"] for n in ids),
-            bytes_written=_sum(g[n]["bytes_written"] for n in ids),
-            calls=_calls(ir, children, tree),
+            flops=total("flops"),
+            bytes_read=total("bytes_read"),
+            bytes_written=total("bytes_written"),
+            calls=calls,
             own_flops=_sum(g[n]["flops"] for n in own),
             own_read=_sum(g[n]["bytes_read"] for n in own),
             own_write=_sum(g[n]["bytes_written"] for n in own),

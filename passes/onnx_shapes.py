@@ -195,7 +195,8 @@ def rule(*ops):
 def infer(op: str, ins: list, attrs: dict, env: ShapeEnv, n_out: int, opset: int = 18, hints=None) -> list[TInfo]:
     """Output TInfos of one node (``op`` domain-qualified, ``ins`` None for absent inputs).
 
-    ``hints`` are onnx.shape_inference's outputs (static facts) used where no rule applies."""
+    ``hints`` are onnx.shape_inference's outputs (static facts) used where no rule applies: a
+    list, or a callable returning it (called only then, so that it can be computed lazily)."""
     ins = [None if i is None else env.apply_info(i) for i in ins]
     fn = _RULES.get(op)
     outs = None
@@ -205,9 +206,11 @@ def infer(op: str, ins: list, attrs: dict, env: ShapeEnv, n_out: int, opset: int
         except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):
             outs = None  # malformed node: fall back to hints / fresh symbols
     outs = list(outs or [])
-    hints = hints or []
     for i in range(n_out):
         if i >= len(outs) or outs[i] is None:
+            if callable(hints):
+                hints = hints()
+            hints = hints or []
             hint = hints[i] if i < len(hints) else None
             if hint is not None:
                 fallback = hint

@@ -269,3 +269,12 @@ def test_cli_missing_onnx_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("irtools: error: ") and "no such ONNX file" in err
     assert not (tmp_path / "r.txt").exists()
+
+
+def test_capture_reports_progress_on_top_level_nodes():
+    nodes = [helper.make_node("Relu", ["x"], ["r0"])] + [helper.make_node("Relu", [f"r{i}"], [f"r{i + 1}"]) for i in range(298)]
+    nodes.append(helper.make_node("Relu", ["r298"], ["y"]))
+    calls: list[tuple[int, int]] = []
+    capture_onnx(_model(nodes), progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (300, 300) and 50 <= len(calls) <= 101
+    assert all(a[0] < b[0] for a, b in zip(calls, calls[1:], strict=False))

@@ -11,8 +11,10 @@ lines come from torch's dynamo-exporter metadata, else from ``/scoped/node/Names
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -46,13 +48,16 @@ class Subgraphs(dict):
 
 
 def capture_onnx(path_or_model, dims: dict[str, int] | None = None, aliases: dict[str, str] | None = None,
-                 name: str | None = None) -> IRGraph:
-    """Build the IR of an ONNX model; ``dims`` binds symbol names (aliases allowed) to sizes."""
+                 name: str | None = None, progress: Callable[[int, int], None] | None = None) -> IRGraph:
+    """Build the IR of an ONNX model; ``dims`` binds symbol names (aliases allowed) to sizes.
+
+    ``progress(done, total)`` is called as top-level nodes are processed (about 100 times)."""
     model, folder = load_model(path_or_model)
     where = str(path_or_model) if not isinstance(path_or_model, onnx.ModelProto) else (model.graph.name or "model")
     opsets = check_model(model, folder, where)
     model = inline_functions(model)
-    builder = _Builder(opsets, aliases or {}, _static_hints(model))
+    builder = _Builder(opsets, aliases or {}, _LazyHints(model))
+    builder.progress = progress
     default_name = Path(where).stem if not isinstance(path_or_model, onnx.ModelProto) else where
     ir = IRGraph(name=name or model.graph.name or default_name, frontend="onnx")
     for key, value in (dims or {}).items():
@@ -104,8 +109,37 @@ def coverage(ir: IRGraph) -> dict:
             "unsupported": [{"op": op, "count": len(ids), "nodes": ids} for op, ids in sorted(bad.items())]}
 
 
+class _LazyHints:
+    """onnx.shape_inference's value_info (static facts only; symbols come from our inference),
+    computed on first use -- only nodes without a shape rule need it -- over a copy of the
+    graph without its weights (inference reads shapes, serializing weights costs seconds)."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model, self.table = model, None
+
+    def get(self, name: str) -> onnx.ValueInfoProto | None:
+        if self.table is None:
+            self.table = _static_hints(_skeleton(self.model))
+        return self.table.get(name)
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with large inline initializers reduced to name, dtype and dims."""
+    out = onnx.ModelProto(ir_version=model.ir_version)
+    out.opset_import.extend(model.opset_import)
+    g, src = out.graph, model.graph
+    g.name = src.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(g, field).extend(getattr(src, field))
+    for init in src.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL and math.prod(init.dims) <= 64:
+            g.initializer.append(init)
+        else:
+            g.initializer.add(name=init.name, data_type=init.data_type, dims=init.dims)
+    return out
+
+
 def _static_hints(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    """onnx.shape_inference's value_info (static facts only; symbols come from our inference)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=False)
     except Exception:  # noqa: BLE001 - malformed or custom-op models: no hints
@@ -130,6 +164,8 @@ class _Builder:
         self.strides: dict[str, tuple] = {}
         self.flags: dict[str, list[str]] = {}
         self.current = ""
+        self.progress: Callable[[int, int], None] | None = None
+        self.depth = 0
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -180,11 +216,20 @@ class _Builder:
         strides = tuple(self.env.apply(s) for s in self.strides[name])
         return TensorSpec(shape, info.dtype, self.roles[name], self.alias_root[name], layout.is_contiguous(shape, strides))
 
+    def node_hints(self, node: onnx.NodeProto) -> list[TInfo | None]:
+        found = [self.hints.get(o) for o in node.output]
+        return [None if v is None else self.value_info(v) for v in found]
+
     # ---- nodes ----------------------------------------------------------------------------
 
     def build(self, graph: onnx.GraphProto, ir: IRGraph, tensors, outer: set[str], where: str) -> None:
         producer: dict[str, str] = {}
-        for node in topo_order(graph, outer | set(self.infos), where):
+        report = self.progress if self.depth == 0 else None  # the top-level graph only
+        total = len(graph.node)
+        every = max(1, total // 100)
+        for done, node in enumerate(topo_order(graph, outer | set(self.infos), where), 1):
+            if report is not None and (done % every == 0 or done == total):
+                report(done, total)
             node_id = self.current = self._node_id(node, ir)
             op = op_name(node)
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -193,8 +238,7 @@ class _Builder:
             if op in CONTROL_OPS:
                 outs = self._control(node, op, ins, attrs, args, ir, where)
             else:
-                hints = [self.value_info(self.hints[o]) if o in self.hints else None for o in node.output]
-                outs = infer(op, ins, attrs, self.env, len(node.output), self.opset, hints)
+                outs = infer(op, ins, attrs, self.env, len(node.output), self.opset, lambda node=node: self.node_hints(node))
             shape_comp = self._is_shape_computation(op, ins, outs)
             if shape_comp:
                 args["shape_computation"] = True
@@ -328,7 +372,11 @@ class _Builder:
             self._set(value.name, self.value_info(value) or TInfo((self.env.fresh(),)), "activation")
         for init in graph.initializer:
             self._set(init.name, tensor_info(init), "weight")
-        self.build(graph, sub_ir, self.infos, outer=set(self.infos), where=where)
+        self.depth += 1
+        try:
+            self.build(graph, sub_ir, self.infos, outer=set(self.infos), where=where)
+        finally:
+            self.depth -= 1
         self.finalize(sub_ir)
         return sub_ir, [self.infos.get(o.name) for o in graph.output]
 
