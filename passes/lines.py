@@ -147,6 +147,15 @@ def _calls(ir: IRGraph, children: list[str], tree) -> list[ModuleCall]:
     return list(calls.values())
 
 
+def _line_total(ir: IRGraph, tree, own: list[str], calls: list[ModuleCall], cost: str) -> sympy.Expr:
+    """Own nodes plus each call's module cost times its repeat (num_layers stays symbolic)."""
+    parts = [ir.graph.nodes[n][cost] for n in own]
+    for call in calls:
+        factor = call.repeat_symbol if call.repeat_symbol is not None else call.repeat
+        parts.append(factor * tree.nodes[call.paths[0]][cost])
+    return _sum(parts)
+
+
 def _owner_frame(frames: tuple[Frame, ...], file: str | None, span: tuple[int, int] | None, depth: int):
     """Index of the frame of the analyzed module's forward within a node's frame chain."""
     if file and span:
@@ -207,22 +216,14 @@ def _entries(ir, items, depth, tree, function, file=None) -> list[LineEntry]:
         g = ir.graph.nodes
         calls = _calls(ir, children, tree)
 
-        def total(cost: str, own_ids=own, calls=calls) -> sympy.Expr:
-            """Own nodes plus each call's module cost times its repeat (num_layers stays symbolic)."""
-            parts = [g[n][cost] for n in own_ids]
-            for call in calls:
-                factor = call.repeat_symbol if call.repeat_symbol is not None else call.repeat
-                parts.append(factor * tree.nodes[call.paths[0]][cost])
-            return _sum(parts)
-
         entry = LineEntry(
             line=line,
             code=codes[line],
             kernel_type="composite" if children else "basic",
             operation=", ".join(dict.fromkeys(g[n]["kind"] for n in ids if g[n]["kind"] not in SKIP_KINDS)),
-            flops=total("flops"),
-            bytes_read=total("bytes_read"),
-            bytes_written=total("bytes_written"),
+            flops=_line_total(ir, tree, own, calls, "flops"),
+            bytes_read=_line_total(ir, tree, own, calls, "bytes_read"),
+            bytes_written=_line_total(ir, tree, own, calls, "bytes_written"),
             calls=calls,
             own_flops=_sum(g[n]["flops"] for n in own),
             own_read=_sum(g[n]["bytes_read"] for n in own),
