@@ -216,19 +216,21 @@ def analyze(
     line_module: str = "",
     symbolic_config: bool = False,
     collapse_layers: bool = False,
+    progress=None,
 ) -> AnalysisResult:
     """Analyze a preset, a ``package.module:Class`` spec, a config.json, or an ``.onnx`` file.
 
     ``symbolic_config`` writes costs in config symbols (hidden_size, num_heads, ...);
     ``collapse_layers`` traces two blocks, checks they cost the same, and repeats them
-    ``num_layers`` times (much faster on deep models; falls back to a full trace)."""
+    ``num_layers`` times (much faster on deep models; falls back to a full trace);
+    ``progress(done, total)`` is called while an ONNX graph is read."""
     from irtools.presets import DEFAULT_PRESET, recipe_for
 
     model = model or DEFAULT_PRESET
     if model.endswith(".onnx"):
         from irtools.capture.onnx_frontend import capture_onnx
 
-        ir = capture_onnx(model)
+        ir = capture_onnx(model, progress=progress)
         return analyze_ir(ir, None, bindings, line_module)
     recipe = recipe_for(model, scenario)
     if collapse_layers:

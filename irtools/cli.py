@@ -110,15 +110,33 @@ EXPORT_FORMATS = (
 )
 
 
+def _tty_progress():
+    """A progress line on the terminal (a duplicate of fd 2, which capture silences)."""
+    if not os.isatty(2):
+        return None, None
+    out = os.fdopen(os.dup(2), "w")
+
+    def report(done: int, total: int) -> None:
+        out.write(f"\rirtools: {done}/{total} nodes" + ("\r\033[K" if done == total else ""))
+        out.flush()
+
+    return report, out
+
+
 def _run_analysis(args):
     from irtools.analysis import analyze
 
     bindings = parse_dims(args.dim)
-    with quiet_stderr(not args.debug):
-        return analyze(
-            args.model, args.scenario, bindings, line_module=args.module,
-            symbolic_config=args.symbolic_config, collapse_layers=args.collapse_layers,
-        )
+    report, out = _tty_progress() if (args.model or "").endswith(".onnx") else (None, None)
+    try:
+        with quiet_stderr(not args.debug):
+            return analyze(
+                args.model, args.scenario, bindings, line_module=args.module,
+                symbolic_config=args.symbolic_config, collapse_layers=args.collapse_layers, progress=report,
+            )
+    finally:
+        if out is not None:
+            out.close()
 
 
 def _export(args) -> int:

@@ -122,6 +122,18 @@ def _composed(result) -> dict[str, Any] | None:
     return {k: cost(result, v) for k, v in composed_costs(result.ir).items()}
 
 
+def _coverage(ir) -> dict[str, Any]:
+    from passes.annotate_costs import coverage
+
+    cov = coverage(ir)
+    return {
+        "ops_seen": sorted(cov["seen"]),
+        "ops_supported": cov["supported"],
+        "ops_unsupported": [u["op"] for u in cov["unsupported"]],
+        "unsupported_nodes": {u["op"]: u["nodes"] for u in cov["unsupported"]},
+    }
+
+
 def build_report(result) -> dict[str, Any]:
     ir = result.ir
     return {
@@ -143,8 +155,5 @@ def build_report(result) -> dict[str, Any]:
         "composed": _composed(result),
         "collapsed": result.ir.meta.get("collapse_info"),
         "unsupported": [{"op": op, "count": n} for op, n in result.unsupported],
-        "coverage": {
-            "ops_seen": sorted({a["op"] for _, a in ir.nodes()}),
-            "ops_unsupported": [op for op, _ in result.unsupported],
-        },
+        "coverage": _coverage(ir),
     }

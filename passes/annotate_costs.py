@@ -8,6 +8,8 @@ Rules are cached per (op, shapes, args) since stacked layers repeat the same cal
 
 from __future__ import annotations
 
+from collections import Counter
+
 import sympy
 
 from irtools.ir import IRGraph
@@ -30,6 +32,8 @@ def annotate_costs(ir: IRGraph) -> IRGraph:
         call = OpCall(attrs["op"], tuple(attrs["inputs"]), tuple(attrs["outputs"]), dict(attrs["args"]))
         entry = lookup(call.op)
         cost, kind, unsupported = Cost(), "unknown", entry is None
+        if attrs.get("input_setup"):  # rebuilding a structured input (see capture): free
+            entry, kind, unsupported, cost = None, "free", False, Cost(alias=True)
         if entry is not None:
             kind = entry.kind
             key = _key(call)
@@ -54,3 +58,18 @@ def annotate_costs(ir: IRGraph) -> IRGraph:
             unsupported=unsupported,
         )
     return ir
+
+
+def coverage(ir: IRGraph) -> dict:
+    """Ops seen, ops with a cost rule, and the unsupported ones with their node ids (after
+    ``annotate_costs``: those nodes carry zero cost)."""
+    seen = Counter(a["op"] for _, a in ir.nodes())
+    bad: dict[str, list[str]] = {}
+    for node_id, a in ir.nodes():
+        if a.get("unsupported", lookup(a["op"]) is None):
+            bad.setdefault(a["op"], []).append(node_id)
+    return {
+        "seen": dict(seen),
+        "supported": sorted(op for op in seen if op not in bad),
+        "unsupported": [{"op": op, "count": len(ids), "nodes": ids} for op, ids in sorted(bad.items())],
+    }

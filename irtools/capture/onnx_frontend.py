@@ -26,6 +26,7 @@ from irtools.capture.torch_export import CaptureError, _frames
 from irtools.ir import DTYPE_BYTES, FLOAT_DTYPES, IRGraph, Scope, SourceLoc, TensorSpec
 from irtools.symbols import canonical_name, sym
 from passes import onnx_layout as layout
+from passes.annotate_costs import coverage  # noqa: F401  (re-exported)
 from passes.costs import lookup
 from passes.onnx_shapes import ShapeEnv, TInfo, infer
 from passes.onnx_tensors import dtype_name, tensor_info
@@ -95,18 +96,6 @@ def _default_bytes(ir: IRGraph) -> dict[str, float]:
             found.setdefault(role, DTYPE_BYTES[spec.dtype])
     base = found.get("a_bytes", found.get("w_bytes", 4))
     return {"w_bytes": found.get("w_bytes", base), "a_bytes": base, "kv_bytes": found.get("kv_bytes", base)}
-
-
-def coverage(ir: IRGraph) -> dict:
-    """Ops seen, ops with a cost rule, and the unsupported ones with their node ids (after
-    ``annotate_costs``: those nodes carry zero cost)."""
-    seen = Counter(a["op"] for _, a in ir.nodes())
-    bad: dict[str, list[str]] = {}
-    for node_id, a in ir.nodes():
-        if a.get("unsupported", lookup(a["op"]) is None):
-            bad.setdefault(a["op"], []).append(node_id)
-    return {"seen": dict(seen), "supported": sorted(op for op in seen if op not in bad),
-            "unsupported": [{"op": op, "count": len(ids), "nodes": ids} for op, ids in sorted(bad.items())]}
 
 
 class _LazyHints:

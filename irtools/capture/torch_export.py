@@ -337,6 +337,7 @@ def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope | None = None) -
             in_specs = [specs.get(n.name, [None])[0] if n is not None else None for n in in_nodes]
             out_specs = _output_specs(conv, op, val, in_specs, in_nodes)
         specs[node.name] = out_specs
+        source = _source(node)
         ir.add_op(
             node.name,
             op=op,
@@ -344,7 +345,8 @@ def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope | None = None) -
             outputs=out_specs,
             args={k: _plain(conv, v) for k, v in others.items()},
             scope=_scope(node, root),
-            source=_source(node),
+            source=source,
+            input_setup=_is_input_setup(source),
         )
         for producer in in_nodes:
             if producer is not None and producer.op == "call_function":
@@ -354,7 +356,13 @@ def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope | None = None) -
     return ir
 
 
+ROLE_PRIORITY = ("kv_cache", "activation", "weight", "constant")
+
+
 def _output_specs(conv, op, val, in_specs, in_nodes) -> list[TensorSpec | None]:
+    """Output specs: a view keeps its input's role and aliases it; a copy (cat, clone,
+    contiguous) takes the most specific role among its same-dtype inputs (a KV cache
+    concatenated with new keys stays KV cache); anything else produces activations."""
     vals = val if isinstance(val, list | tuple) else [val]
     entry = lookup(op)
     first = next((s for s in in_specs if s is not None), None)
@@ -363,12 +371,13 @@ def _output_specs(conv, op, val, in_specs, in_nodes) -> list[TensorSpec | None]:
     for v in vals:
         role, alias_of = "activation", None
         if first is not None and entry is not None and entry.kind in ALIAS_KINDS and isinstance(v, torch.Tensor):
-            if str(v.dtype).removeprefix("torch.") == first.dtype:
-                role = first.role
+            dtype = str(v.dtype).removeprefix("torch.")
+            same = [s.role for s in in_specs if s is not None and s.dtype == dtype]
             if entry.kind == "view":
+                role = first.role if first.dtype == dtype else "activation"
                 alias_of = first.alias_of or first_node.name
-        if role == "constant" and entry is not None and entry.kind == "copy":
-            role = "constant"
+            elif same:
+                role = min(same, key=ROLE_PRIORITY.index)
         out.append(conv.spec(v, role, alias_of))
     return out
 
@@ -383,6 +392,12 @@ def _plain(conv, value):
     if isinstance(value, torch.dtype | torch.device | torch.layout | torch.memory_format):
         return str(value)
     return value
+
+
+def _is_input_setup(source: SourceLoc | None) -> bool:
+    """Ops traced while export rebuilt a structured input (a DynamicCache filled through
+    ``update()``) run outside any forward: they stand for the input itself and cost nothing."""
+    return bool(source and source.frames and not any(f.function == "forward" for f in source.frames))
 
 
 def _source(node: torch.fx.Node) -> SourceLoc | None:
