@@ -19,16 +19,14 @@ from irtools import hf
 from irtools.capture.torch_export import _bind_inputs, _dynamic_spec, _nest_var_keyword
 model, mode = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
-if mode == "bare":
+if mode == "bare":  # the same model building as irtools does, then a plain export
     r = hf.hf_recipe(model, "prefill")
     inputs = _bind_inputs(r.module, r.args, r.kwargs)
     dyn = _nest_var_keyword(r.module, {k: _dynamic_spec(v, k, r.dims) for k, v in inputs.items()})
-    t = time.perf_counter()
     torch.export.export(r.module, (), inputs, dynamic_shapes=dyn, strict=False)
     extra = {}
 else:
     import irtools
-    r0 = time.perf_counter()
     res = irtools.analyze(model, "prefill", collapse_layers=(mode == "collapsed"))
     extra = {"flops": str(res.totals["flops"])[:80], "nodes": len(res.ir)}
 elapsed = time.perf_counter() - t
