@@ -92,6 +92,11 @@ def build_model(config) -> torch.nn.Module:
     try:
         with torch.device("meta"):
             return auto.from_config(config).eval()
+    except ValueError as exc:
+        if "attention implementation" not in str(exc) or config._attn_implementation == "eager":
+            raise ConfigError(f"transformers cannot build a {config.model_type} model from this config: {' '.join(str(exc).split())}") from None
+        config._attn_implementation = "eager"  # models without SDPA support (gemma2)
+        return build_model(config)
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"transformers cannot build a {config.model_type} model from this config: {' '.join(str(exc).split())}") from None
 

@@ -52,7 +52,7 @@ def layer_factor(ir: IRGraph, paths: list[str]):
 def build_hierarchy(ir: IRGraph) -> IRGraph:
     tree = nx.DiGraph()
     root_cls = ir.meta.get("root_class", "")
-    tree.add_node("", cls=root_cls, nodes=[], **{c: [] for c in COSTS})
+    tree.add_node("", cls=root_cls, nodes=[], own=[])
     for node_id, attrs in ir.nodes():
         scopes = attrs["scope"] or []
         parent = ""
@@ -60,17 +60,19 @@ def build_hierarchy(ir: IRGraph) -> IRGraph:
             if scope.path == "":
                 continue
             if scope.path not in tree:
-                tree.add_node(scope.path, cls=scope.cls, nodes=[], **{c: [] for c in COSTS})
+                tree.add_node(scope.path, cls=scope.cls, nodes=[], own=[])
                 tree.add_edge(parent, scope.path)
             parent = scope.path
         attrs["module"] = parent
+        tree.nodes[parent]["own"].append(attrs)
         for path in [""] + [s.path for s in scopes if s.path]:
-            data = tree.nodes[path]
-            data["nodes"].append(node_id)
-            for c in COSTS:
-                data[c].append(attrs[c])
-    for _path, data in tree.nodes(data=True):
+            tree.nodes[path]["nodes"].append(node_id)
+    for path in reversed(list(nx.topological_sort(tree))):  # children before parents
+        data = tree.nodes[path]
         for c in COSTS:
-            data[c] = sympy.expand(sympy.Add(*data[c]))
+            parts = [a[c] for a in data["own"] if a[c] != 0]
+            parts += [tree.nodes[child][c] for child in tree.successors(path)]
+            data[c] = sympy.expand(sympy.Add(*parts))
+        del data["own"]
     ir.meta["modules"] = tree
     return ir

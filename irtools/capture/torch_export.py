@@ -8,6 +8,7 @@ each node's stack trace by registering the model's functions as stack-trace anch
 
 from __future__ import annotations
 
+import functools
 import inspect
 import operator
 import re
@@ -84,6 +85,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+@functools.lru_cache(maxsize=4096)
 def _frames(stack_trace: str | None) -> tuple[Frame, ...]:
     if not stack_trace:
         return ()
@@ -108,8 +110,13 @@ def _qualname(cls: Any) -> str:
 def _scope(node: torch.fx.Node, root: Scope) -> list[Scope]:
     """Module nesting from ``nn_module_stack``: the root module first, innermost last."""
     stack = node.meta.get("nn_module_stack") or {}
+    return list(_scope_of(tuple((str(p), _qualname(c)) for p, c in stack.values()), root))
+
+
+@functools.lru_cache(maxsize=4096)
+def _scope_of(stack: tuple[tuple[str, str], ...], root: Scope) -> tuple[Scope, ...]:
     scopes = [root]
-    for path, cls in stack.values():
+    for path, cls in stack:
         cls = _qualname(cls)
         if not re.match(r"^[\w.]+$", cls) or cls.startswith("_empty_nn_module_stack"):
             continue
@@ -118,7 +125,25 @@ def _scope(node: torch.fx.Node, root: Scope) -> list[Scope]:
         if path == "":
             continue
         scopes.append(Scope(path, cls))
-    return scopes
+    return tuple(scopes)
+
+
+def _raw(size) -> sympy.Expr:
+    return size.node.expr if isinstance(size, torch.SymInt) else sympy.Integer(size)
+
+
+def _is_contiguous(val: torch.Tensor) -> bool:
+    """Row-major strides, decided on the symbolic expressions (no guards, unlike
+    ``Tensor.is_contiguous`` on fake tensors, which is slow and may specialize)."""
+    expected = sympy.Integer(1)
+    for size, stride in reversed(list(zip(val.shape, val.stride()))):
+        size = _raw(size)
+        if size == 1:
+            continue
+        if sympy.expand(_raw(stride) - expected) != 0:
+            return False
+        expected = expected * size
+    return True
 
 
 class _Converter:
@@ -139,10 +164,7 @@ class _Converter:
     def spec(self, val, role="activation", alias_of=None) -> TensorSpec | None:
         if not isinstance(val, torch.Tensor):
             return None
-        try:
-            contiguous = bool(val.is_contiguous())
-        except Exception:  # data-dependent layout: assume the common case
-            contiguous = True
+        contiguous = _is_contiguous(val)
         return TensorSpec(
             shape=tuple(self.expr(d) for d in val.shape),
             dtype=str(val.dtype).removeprefix("torch."),

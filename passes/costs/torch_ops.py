@@ -73,7 +73,8 @@ register_handle(
         "expand_as", "slice", "select", "squeeze", "unsqueeze", "split", "split_with_sizes", "detach_",
         "chunk", "unbind", "alias", "as_strided", "detach", "unflatten", "flatten", "narrow",
         "diagonal", "view_as", "movedim", "unfold", "_reshape_alias", "view_as_real",
-        "view_as_complex", "tensor_split", "swapaxes", "resolve_conj", "resolve_neg",
+        "view_as_complex", "tensor_split", "swapaxes", "resolve_conj", "resolve_neg", "numpy_T",
+        "mT", "mH", "adjoint", "matrix_H",
     )
     + ("getitem",),
     "view",
