@@ -106,15 +106,20 @@ def list_targets(include_user: bool = True) -> list[str]:
     return sorted(names)
 
 
-def _figure(data: dict, key: str, where: str, sources: dict) -> float | bool:
+def _sourced(data: dict, key: str, where: str, sources: dict, shape: str):
+    """The ``value`` of a ``{ value = ..., source = "..." }`` entry; its source recorded."""
     fig = data[key]
     if not isinstance(fig, dict) or "value" not in fig:
-        raise TargetError(f"{where}: {key} must be a table {{ value = ..., source = \"...\" }}")
+        raise TargetError(f"{where}: {key} must be a table {{ value = {shape}, source = \"...\" }}")
     source = str(fig.get("source", "")).strip()
     if not source:
         raise TargetError(f"{where}: {key} has no source")
     sources[key] = source
-    value = fig["value"]
+    return fig["value"]
+
+
+def _figure(data: dict, key: str, where: str, sources: dict) -> float | bool:
+    value = _sourced(data, key, where, sources, "...")
     if isinstance(value, bool):
         return value
     if not isinstance(value, int | float):
@@ -129,13 +134,7 @@ def _figure(data: dict, key: str, where: str, sources: dict) -> float | bool:
 
 def _table(data: dict, key: str, where: str, sources: dict) -> tuple[tuple[float, float], ...]:
     """An optional ``{ value = [[x, y], ...], source = "..." }`` table: x ascending, y positive."""
-    fig = data[key]
-    if not isinstance(fig, dict) or "value" not in fig:
-        raise TargetError(f"{where}: {key} must be a table {{ value = [[x, y], ...], source = \"...\" }}")
-    source = str(fig.get("source", "")).strip()
-    if not source:
-        raise TargetError(f"{where}: {key} has no source")
-    points = fig["value"]
+    points = _sourced(data, key, where, sources, "[[x, y], ...]")
     ok = isinstance(points, list) and points and all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p) for p in points)
     if not ok:
@@ -145,7 +144,6 @@ def _table(data: dict, key: str, where: str, sources: dict) -> tuple[tuple[float
         raise TargetError(f"{where}: {key} needs positive values and strictly ascending x")
     if key == "gemm_efficiency" and any(p[1] > 1 for p in points):
         raise TargetError(f"{where}: {key} efficiencies must be in (0, 1]")
-    sources[key] = source
     return tuple((float(x), float(y)) for x, y in points)
 
 
