@@ -20,10 +20,10 @@ def clear_caches() -> None:
     """Drop irtools' per-process caches (parsed stack traces, scopes) and sympy's cache."""
     import sympy.core.cache
 
-    from irtools.capture import torch_export
+    from irtools.capture import fx_nodes
 
-    torch_export._frames.cache_clear()
-    torch_export._scope_of.cache_clear()
+    fx_nodes.parse_frames.cache_clear()
+    fx_nodes._scope_of.cache_clear()
     sympy.core.cache.clear_cache()
 
 

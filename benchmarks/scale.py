@@ -16,13 +16,13 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 from irtools import hf
-from irtools.capture.torch_export import _bind_inputs, _dynamic_spec, _nest_var_keyword
+from irtools.capture.torch_export import bind_inputs, dynamic_spec, nest_var_keyword
 model, mode = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
 if mode == "bare":  # the same model building as irtools does, then a plain export
     r = hf.hf_recipe(model, "prefill")
-    inputs = _bind_inputs(r.module, r.args, r.kwargs)
-    dyn = _nest_var_keyword(r.module, {k: _dynamic_spec(v, k, r.dims) for k, v in inputs.items()})
+    inputs = bind_inputs(r.module, r.args, r.kwargs)
+    dyn = nest_var_keyword(r.module, {k: dynamic_spec(v, k, r.dims) for k, v in inputs.items()})
     torch.export.export(r.module, (), inputs, dynamic_shapes=dyn, strict=False)
     extra = {}
 else:

@@ -26,16 +26,7 @@ import torch
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 import irtools  # noqa: F401  (imports the IR before passes.costs: avoids an import cycle)
-from irtools.capture.torch_export import (
-    _Converter,
-    _default_bytes,
-    _op_name,
-    _output_specs,
-    _plain,
-    _scope,
-    _source,
-    _tensor_args,
-)
+from irtools.capture.fx_nodes import TensorConverter, add_fx_node, default_bytes
 from irtools.ir import IRGraph, Scope
 from irtools.symbols import sym
 from passes.annotate_costs import annotate_costs
@@ -110,7 +101,7 @@ def ir_from_graph_module(
     roles = {n.name: (roles or {}).get(n.name) or guess_role(n) for n in placeholders}
     dims = dict(dims) if dims is not None else default_dims(placeholders, roles)
     rename, example = _rename(placeholders, dims)
-    conv = _Converter(rename)
+    conv = TensorConverter(rename)
     ir = IRGraph(name=name or type(gm).__name__, frontend="torch", dims=example)
     ir.meta.update(root_class=root.cls, rename=rename)
     specs: dict[str, list] = {}
@@ -124,7 +115,7 @@ def ir_from_graph_module(
                 ir.inputs[node.name] = spec
             continue
         _add_node(ir, conv, node, specs, root)
-    ir.default_bindings = _default_bytes(ir)
+    ir.default_bindings = default_bytes(ir)
     return ir
 
 
@@ -136,36 +127,11 @@ def _safe(fn, default=None):
 
 
 def _add_node(ir, conv, node, specs, root) -> None:
-    val = node.meta.get("val")
-    flags = {"missing_shape": val is None}
-    if node.op != "call_function":
-        op, in_nodes, in_specs, out_specs, others = f"{node.op}:{node.target}", [], [], [None], {}
-        flags["not_aten"] = True
-    else:
-        op = _safe(lambda: _op_name(node.target), str(node.target))
-        in_nodes, others = _safe(lambda: _tensor_args(node), ([], {}))
-        in_specs = [specs.get(n.name, [None])[0] for n in in_nodes]
-        if op == "getitem":
-            src = specs.get(in_nodes[0].name, []) if in_nodes else []
-            idx = node.args[1]
-            out = src[idx] if isinstance(idx, int) and idx < len(src) else _safe(lambda: conv.spec(val))
-            in_specs, out_specs = [out], [out]
-        else:
-            out_specs = _safe(lambda: _output_specs(conv, op, val, in_specs, in_nodes), [None])
-    specs[node.name] = out_specs
-    ir.add_op(
-        node.name,
-        op=op,
-        inputs=in_specs,
-        outputs=out_specs,
-        args=_safe(lambda: {k: _plain(conv, v) for k, v in others.items()}, {}),
-        scope=_safe(lambda: _scope(node, root), [root]),
-        source=_safe(lambda: _source(node)),
-        **flags,
-    )
-    for producer in in_nodes:
-        if producer.name in ir.graph:
-            ir.graph.add_edge(producer.name, node.name)
+    if node.op != "call_function":  # not an ATen-level op: flagged, never costed
+        specs[node.name] = [None]
+        ir.add_op(node.name, op=f"{node.op}:{node.target}", missing_shape=node.meta.get("val") is None, not_aten=True)
+        return
+    add_fx_node(ir, conv, node, specs, root, guard=_safe, missing_shape=node.meta.get("val") is None)
 
 
 def annotate_safely(ir: IRGraph) -> IRGraph:

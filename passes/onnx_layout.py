@@ -15,7 +15,15 @@ ONE = sympy.Integer(1)
 
 
 def _eq(a, b) -> bool:
+    if a == b:  # structurally equal (the common case: equal integers)
+        return True
+    if _is_int(a) and _is_int(b):
+        return False
     return sympy.expand(sympy.sympify(a) - sympy.sympify(b)) == 0
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int | sympy.Integer)
 
 
 def contiguous_strides(shape) -> tuple:

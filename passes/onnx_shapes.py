@@ -62,16 +62,22 @@ class ShapeEnv:
 
     def __init__(self):
         self.replacements: dict[sympy.Expr, sympy.Expr] = {}
+        self.version = 0  # bumped whenever an equality is recorded
         self._count = itertools.count()
+        self._applied: dict = {}
 
     def fresh(self, hint: str = "unk") -> sympy.Symbol:
         return sym(f"{hint}_{next(self._count)}")
 
     def apply(self, expr):
-        expr = sympy.sympify(expr)
-        if self.replacements and not expr.is_Number:
-            return expr.xreplace(self.replacements)
-        return expr
+        if not isinstance(expr, sympy.Basic):
+            expr = sympy.sympify(expr)
+        if not self.replacements or expr.is_Number:
+            return expr
+        out = self._applied.get(expr)
+        if out is None:
+            out = self._applied[expr] = expr.xreplace(self.replacements)
+        return out
 
     def apply_info(self, info: TInfo) -> TInfo:
         if not self.replacements:
@@ -89,6 +95,8 @@ class ShapeEnv:
             self.replacements[lose] = win
             for k, v in list(self.replacements.items()):
                 self.replacements[k] = v.xreplace({lose: win})
+            self.version += 1
+            self._applied.clear()
         return win
 
     def broadcast(self, *shapes) -> tuple:
@@ -114,9 +122,15 @@ def obj_array(array) -> np.ndarray:
 
 
 def _concrete(shape) -> tuple[int, ...] | None:
-    if all(sympy.sympify(d).is_Integer for d in shape):
-        return tuple(int(d) for d in shape)
-    return None
+    out = []
+    for d in shape:
+        if type(d) is int or isinstance(d, sympy.Integer):
+            out.append(int(d))
+        elif sympy.sympify(d).is_Integer:
+            out.append(int(d))
+        else:
+            return None
+    return tuple(out)
 
 
 def _count(conc) -> int:
@@ -134,15 +148,18 @@ def ints(info: TInfo | None) -> list[int] | None:
         return None
     out = []
     for v in info.value.ravel():
-        v = sympy.sympify(v)
-        if not v.is_Integer:
-            return None
+        if not isinstance(v, sympy.Integer):
+            v = sympy.sympify(v)
+            if not v.is_Integer:
+                return None
         out.append(int(v))
     return out
 
 
 def exprs(info: TInfo | None) -> list | None:
-    return None if info is None or info.value is None else [sympy.sympify(v) for v in info.value.ravel()]
+    if info is None or info.value is None:
+        return None
+    return [v if isinstance(v, sympy.Basic) else sympy.sympify(v) for v in info.value.ravel()]
 
 
 def with_value(shape, dtype, value) -> TInfo:

@@ -31,23 +31,73 @@ def is_external(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
+_INTS: dict[int, sympy.Integer] = {}
+
+
+def integer(d) -> sympy.Integer:
+    """``sympy.Integer(int(d))``, memoized (dims repeat a lot)."""
+    d = int(d)
+    out = _INTS.get(d)
+    if out is None:
+        out = _INTS[d] = sympy.Integer(d)
+    return out
+
+
 def tensor_info(tensor: onnx.TensorProto):
-    """Shape and dtype of a tensor proto; contents too when small, numeric and inline."""
+    """Shape and dtype of a tensor proto; contents too when small, numeric and inline
+    (converted to sympy on first use: most small initializers are biases nobody reads)."""
     from passes.onnx_shapes import TInfo
 
-    shape = tuple(sympy.Integer(int(d)) for d in tensor.dims)
+    dims = [int(d) for d in tensor.dims]
+    shape = tuple(integer(d) for d in dims)
     dtype = dtype_name(tensor.data_type)
-    numel = math.prod(int(d) for d in tensor.dims)
+    numel = math.prod(dims)
     if numel > MAX_READ_ELEMENTS or is_external(tensor) or dtype in ("string", "uint4", "int4", "float4_e2m1"):
         return TInfo(shape, dtype)
+    return _lazy_info_class()(shape, dtype, tensor)
+
+
+def read_value(tensor: onnx.TensorProto):
+    """The contents of a small inline tensor as a numpy object array of sympy numbers (or None)."""
     try:
         array = numpy_helper.to_array(tensor)
     except Exception:  # noqa: BLE001 - malformed contents: keep the shape only
-        return TInfo(shape, dtype)
-    values = [sympy.Integer(int(v)) if array.dtype.kind in "iub" else sympy.Float(float(v)) for v in array.ravel()]
-    if dtype == "bool":
+        return None
+    if array.dtype.kind in "iub":
+        values = [integer(v) for v in array.ravel().tolist()]
+    else:
+        values = [sympy.Float(float(v)) for v in array.ravel()]
+    if tensor.data_type == onnx.TensorProto.BOOL:
         values = [sympy.true if v else sympy.false for v in values]
-    value = np.empty(array.shape, dtype=object)
-    for idx, v in zip(np.ndindex(array.shape), values):
-        value[idx] = v
-    return TInfo(shape, dtype, value)
+    flat = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        flat[i] = v
+    return flat.reshape(array.shape)
+
+
+_LAZY = None
+
+
+def _lazy_info_class():
+    """A TInfo whose ``value`` is read from its TensorProto on first access."""
+    global _LAZY
+    if _LAZY is None:
+        from passes.onnx_shapes import TInfo
+
+        class LazyTInfo(TInfo):
+            __slots__ = ()
+
+            def __init__(self, shape, dtype, tensor):
+                object.__setattr__(self, "shape", shape)
+                object.__setattr__(self, "dtype", dtype)
+                object.__setattr__(self, "_tensor", tensor)
+
+            @property
+            def value(self):
+                d = self.__dict__
+                if "_value" not in d:
+                    object.__setattr__(self, "_value", read_value(d["_tensor"]))
+                return d["_value"]
+
+        _LAZY = LazyTInfo
+    return _LAZY

@@ -151,6 +151,7 @@ class _Builder:
         self.roles: dict[str, str] = {}
         self.alias_root: dict[str, str | None] = {}
         self.strides: dict[str, tuple] = {}
+        self.specs: dict[str, tuple[int, TensorSpec]] = {}
         self.flags: dict[str, list[str]] = {}
         self.current = ""
         self.progress: Callable[[int, int], None] | None = None
@@ -196,14 +197,22 @@ class _Builder:
         self.roles[name] = role
         self.alias_root[name] = alias_of
         self.strides[name] = strides if strides is not None else layout.contiguous_strides(info.shape)
+        self.specs.pop(name, None)
 
     def spec_of(self, name: str) -> TensorSpec | None:
+        """The tensor's spec under the equalities known now (cached until a new one is recorded)."""
+        cached = self.specs.get(name)
+        if cached is not None and cached[0] == self.env.version:
+            return cached[1]
         info = self.infos.get(name)
         if info is None:
             return None
-        shape = tuple(self.env.apply(d) for d in info.shape)
-        strides = tuple(self.env.apply(s) for s in self.strides[name])
-        return TensorSpec(shape, info.dtype, self.roles[name], self.alias_root[name], layout.is_contiguous(shape, strides))
+        apply = self.env.apply
+        shape = tuple(apply(d) for d in info.shape)
+        strides = tuple(apply(s) for s in self.strides[name])
+        spec = TensorSpec(shape, info.dtype, self.roles[name], self.alias_root[name], layout.is_contiguous(shape, strides))
+        self.specs[name] = (self.env.version, spec)
+        return spec
 
     def node_hints(self, node: onnx.NodeProto) -> list[TInfo | None]:
         found = [self.hints.get(o) for o in node.output]

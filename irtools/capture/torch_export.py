@@ -8,9 +8,7 @@ each node's stack trace by registering the model's functions as stack-trace anch
 
 from __future__ import annotations
 
-import functools
 import inspect
-import operator
 import re
 import sys
 import traceback
@@ -22,13 +20,10 @@ import torch
 from torch.export import Dim
 from torch.utils import _pytree as pytree
 
-from irtools.ir import Frame, IRGraph, Scope, SourceLoc, TensorSpec
+from irtools.capture.fx_nodes import TensorConverter, add_fx_node, default_bytes, qualname
+from irtools.capture.fx_nodes import parse_frames as _frames  # noqa: F401  (ONNX frontend)
+from irtools.ir import IRGraph, Scope, TensorSpec
 from irtools.symbols import sym
-from passes.costs import lookup
-
-ALIAS_KINDS = {"view", "dropout", "copy"}
-_FRAME_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)\n(?P<code>[^\n]*)')
-_SKIP_FRAMES = ("torch/nn/modules/module.py", "torch/fx/", "torch/_", "torch/export/", "torch/utils/")
 
 
 class CaptureError(Exception):
@@ -85,132 +80,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-@functools.lru_cache(maxsize=4096)
-def _frames(stack_trace: str | None) -> tuple[Frame, ...]:
-    if not stack_trace:
-        return ()
-    frames = []
-    for m in _FRAME_RE.finditer(stack_trace):
-        file = m["file"]
-        if any(s in file for s in _SKIP_FRAMES) and "torch/nn/modules/module.py" not in file:
-            if not file.endswith(("torch/nn/functional.py",)) and "/torch/nn/modules/" not in file:
-                continue
-        if "torch/nn/modules/module.py" in file:
-            continue
-        frames.append(Frame(file, int(m["line"]), m["func"], m["code"].strip()))
-    return tuple(frames)
-
-
-def _qualname(cls: Any) -> str:
-    if isinstance(cls, str):
-        return cls
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _scope(node: torch.fx.Node, root: Scope) -> list[Scope]:
-    """Module nesting from ``nn_module_stack``: the root module first, innermost last."""
-    stack = node.meta.get("nn_module_stack") or {}
-    return list(_scope_of(tuple((str(p), _qualname(c)) for p, c in stack.values()), root))
-
-
-@functools.lru_cache(maxsize=4096)
-def _scope_of(stack: tuple[tuple[str, str], ...], root: Scope) -> tuple[Scope, ...]:
-    scopes = [root]
-    for path, cls in stack:
-        cls = _qualname(cls)
-        if not re.match(r"^[\w.]+$", cls) or cls.startswith("_empty_nn_module_stack"):
-            continue
-        path = re.sub(r"^L\['self'\]\.?", "", str(path))
-        path = re.sub(r"\._modules\['([^']+)'\]", r".\1", path)
-        if path == "":
-            continue
-        scopes.append(Scope(path, cls))
-    return tuple(scopes)
-
-
-def _raw(size) -> sympy.Expr:
-    return size.node.expr if isinstance(size, torch.SymInt) else sympy.Integer(size)
-
-
-def _is_contiguous(val: torch.Tensor) -> bool:
-    """Row-major strides, decided on the symbolic expressions (no guards, unlike
-    ``Tensor.is_contiguous`` on fake tensors, which is slow and may specialize)."""
-    expected = sympy.Integer(1)
-    for size, stride in reversed(list(zip(val.shape, val.stride()))):
-        size = _raw(size)
-        if size == 1:
-            continue
-        if sympy.expand(_raw(stride) - expected) != 0:
-            return False
-        expected = expected * size
-    return True
-
-
-class _Converter:
-    """Turns fake values into TensorSpecs with shapes renamed to standard symbols."""
-
-    def __init__(self, rename: dict[sympy.Symbol, sympy.Symbol]):
-        self.rename = rename
-        self._cache: dict[Any, sympy.Expr] = {}
-
-    def expr(self, value) -> sympy.Expr:
-        if isinstance(value, torch.SymInt | torch.SymFloat | torch.SymBool):
-            raw = value.node.expr
-            if raw not in self._cache:
-                self._cache[raw] = sympy.expand(raw.xreplace(self.rename))
-            return self._cache[raw]
-        return sympy.sympify(value)
-
-    def spec(self, val, role="activation", alias_of=None) -> TensorSpec | None:
-        if not isinstance(val, torch.Tensor):
-            return None
-        contiguous = _is_contiguous(val)
-        return TensorSpec(
-            shape=tuple(self.expr(d) for d in val.shape),
-            dtype=str(val.dtype).removeprefix("torch."),
-            role=role,
-            alias_of=alias_of,
-            contiguous=contiguous,
-        )
-
-
-def _op_name(target) -> str:
-    if isinstance(target, torch._ops.OpOverload):
-        return str(target)
-    if target is operator.getitem:
-        return "getitem"
-    if getattr(target, "__module__", "") in ("_operator", "operator", "math") or target in (
-        torch.sym_max, torch.sym_min, torch.sym_float, torch.sym_int, torch.sym_not, torch.sym_sqrt
-    ):
-        return "sym." + target.__name__
-    return f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', str(target))}"
-
-
-def _tensor_args(node: torch.fx.Node) -> tuple[list[torch.fx.Node | None], dict[str, Any]]:
-    """Tensor-valued arguments in schema order (lists flattened) and the others by name."""
-    target = node.target
-    inputs: list = []
-    others: dict[str, Any] = {}
-    if isinstance(target, torch._ops.OpOverload):
-        names = [a.name for a in target._schema.arguments]
-        bound = dict(zip(names, node.args))
-        bound.update(node.kwargs)
-        items = [(n, bound[n]) for n in names if n in bound]
-    else:
-        items = [(str(i), a) for i, a in enumerate(node.args)] + list(node.kwargs.items())
-    for name, value in items:
-        leaves = value if isinstance(value, list | tuple) else [value]
-        tensor_leaves = [
-            v for v in leaves if isinstance(v, torch.fx.Node) and isinstance(v.meta.get("val"), torch.Tensor | tuple | list)
-        ]
-        if tensor_leaves:
-            inputs.extend(tensor_leaves)
-        else:
-            others[name] = value
-    return inputs, others
-
-
-def _bind_inputs(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+def bind_inputs(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
     """Inputs by parameter name (``**kwargs`` members flattened in), as export takes them."""
     signature = inspect.signature(module.forward)
     try:
@@ -229,24 +99,24 @@ def _bind_inputs(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[str
     return inputs
 
 
-def _dynamic_spec(value: Any, path: str, dims: Mapping[str, Mapping[int, str]]):
+def dynamic_spec(value: Any, path: str, dims: Mapping[str, Mapping[int, str]]):
     """The ``dynamic_shapes`` entry of one input: Dim.DYNAMIC for named axes, mirroring the
     input's pytree (custom containers such as transformers' DynamicCache by their children)."""
     if isinstance(value, torch.Tensor):
         return {axis % value.dim(): Dim.DYNAMIC for axis in dims.get(path, {})} or None
     if isinstance(value, list | tuple):
-        return type(value)(_dynamic_spec(v, f"{path}.{i}", dims) for i, v in enumerate(value))
+        return type(value)(dynamic_spec(v, f"{path}.{i}", dims) for i, v in enumerate(value))
     if isinstance(value, dict):
-        return {k: _dynamic_spec(v, f"{path}.{k}", dims) for k, v in value.items()}
+        return {k: dynamic_spec(v, f"{path}.{k}", dims) for k, v in value.items()}
     if type(value) in pytree.SUPPORTED_NODES:
         children, _ = pytree.SUPPORTED_NODES[type(value)].flatten_fn(value)
         keyed = pytree.SUPPORTED_NODES[type(value)].flatten_with_keys_fn
         keys = [_path_str([k]) for k, _ in keyed(value)[0]] if keyed else [str(i) for i in range(len(children))]
-        return [_dynamic_spec(c, f"{path}.{k}", dims) for k, c in zip(keys, children)]
+        return [dynamic_spec(c, f"{path}.{k}", dims) for k, c in zip(keys, children)]
     return None
 
 
-def _nest_var_keyword(module: torch.nn.Module, flat: dict[str, Any]) -> dict[str, Any]:
+def nest_var_keyword(module: torch.nn.Module, flat: dict[str, Any]) -> dict[str, Any]:
     """export wants ``dynamic_shapes`` keyed like the signature: ``**kwargs`` members nested."""
     params = inspect.signature(module.forward).parameters
     var_kw = next((n for n, p in params.items() if p.kind is inspect.Parameter.VAR_KEYWORD), None)
@@ -273,7 +143,7 @@ def capture_module(
     """
     dims = dict(dims or {})
     kwargs = dict(kwargs or {})
-    inputs = _bind_inputs(module, args, kwargs)
+    inputs = bind_inputs(module, args, kwargs)
     leaves, _ = pytree.tree_flatten_with_path(inputs)
     paths = [_path_str(kp) for kp, _ in leaves]
     unknown = sorted(set(dims) - set(paths))
@@ -284,7 +154,7 @@ def capture_module(
             if not isinstance(leaf, torch.Tensor) or not -leaf.dim() <= axis < leaf.dim():
                 raise CaptureError(f"input {path!r} has no dimension {axis}")
 
-    dynamic = _nest_var_keyword(module, {k: _dynamic_spec(v, k, dims) for k, v in inputs.items()})
+    dynamic = nest_var_keyword(module, {k: dynamic_spec(v, k, dims) for k, v in inputs.items()})
     _register_anchors(module)
     try:
         ep = torch.export.export(module, (), inputs, dynamic_shapes=dynamic, strict=False)
@@ -293,7 +163,7 @@ def capture_module(
         raise CaptureError(
             f"torch.export failed{' at ' + where if where else ''}: {_first_line(exc)}"
         ) from exc
-    return build_ir(ep, paths, dims, name or type(module).__name__, kv_inputs, root=Scope("", _qualname(type(module))))
+    return build_ir(ep, paths, dims, name or type(module).__name__, kv_inputs, root=Scope("", qualname(type(module))))
 
 
 def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope | None = None) -> IRGraph:
@@ -323,7 +193,7 @@ def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope | None = None) -
             rename[raw] = sym(dim_name)
             example[dim_name] = int(size.node.hint) if size.node.hint is not None else 0
 
-    conv = _Converter(rename)
+    conv = TensorConverter(rename)
     ir = IRGraph(name=name, frontend="torch", dims=example)
     ir.meta["root_class"] = root.cls
     ir.meta["rename"] = rename
@@ -338,105 +208,16 @@ def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope | None = None) -
 
     specs: dict[str, list[TensorSpec | None]] = {}
     for node in ep.graph.nodes:
-        val = node.meta.get("val")
         if node.op == "placeholder":
-            spec = conv.spec(val, roles.get(node.name, "activation"))
+            spec = conv.spec(node.meta.get("val"), roles.get(node.name, "activation"))
             specs[node.name] = [spec]
             if spec is not None:
                 ir.inputs[path_of.get(node.name, node.name)] = spec
             continue
-        if node.op != "call_function":
-            continue
-        op = _op_name(node.target)
-        in_nodes, others = _tensor_args(node)
-        if op == "getitem":
-            src = specs.get(in_nodes[0].name, []) if in_nodes else []
-            idx = node.args[1]
-            out = src[idx] if isinstance(idx, int) and idx < len(src) else conv.spec(val)
-            in_specs = [out]
-            out_specs = [out]
-        else:
-            in_specs = [specs.get(n.name, [None])[0] if n is not None else None for n in in_nodes]
-            out_specs = _output_specs(conv, op, val, in_specs, in_nodes)
-        specs[node.name] = out_specs
-        source = _source(node)
-        ir.add_op(
-            node.name,
-            op=op,
-            inputs=in_specs,
-            outputs=out_specs,
-            args={k: _plain(conv, v) for k, v in others.items()},
-            scope=_scope(node, root),
-            source=source,
-            input_setup=_is_input_setup(source),
-        )
-        for producer in in_nodes:
-            if producer is not None and producer.op == "call_function":
-                ir.graph.add_edge(producer.name, node.name)
-    ir.default_bindings = _default_bytes(ir)
+        if node.op == "call_function":
+            add_fx_node(ir, conv, node, specs, root, module_forward=True)
+    ir.default_bindings = default_bytes(ir)
     ir.meta["exported_program"] = ep
     return ir
 
 
-ROLE_PRIORITY = ("kv_cache", "activation", "weight", "constant")
-
-
-def _output_specs(conv, op, val, in_specs, in_nodes) -> list[TensorSpec | None]:
-    """Output specs: a view keeps its input's role and aliases it; a copy (cat, clone,
-    contiguous) takes the most specific role among its same-dtype inputs (a KV cache
-    concatenated with new keys stays KV cache); anything else produces activations."""
-    vals = val if isinstance(val, list | tuple) else [val]
-    entry = lookup(op)
-    first = next((s for s in in_specs if s is not None), None)
-    first_node = next((n for n, s in zip(in_nodes, in_specs) if s is not None), None)
-    out = []
-    for v in vals:
-        role, alias_of = "activation", None
-        if first is not None and entry is not None and entry.kind in ALIAS_KINDS and isinstance(v, torch.Tensor):
-            dtype = str(v.dtype).removeprefix("torch.")
-            same = [s.role for s in in_specs if s is not None and s.dtype == dtype]
-            if entry.kind == "view":
-                role = first.role if first.dtype == dtype else "activation"
-                alias_of = first.alias_of or first_node.name
-            elif same:
-                role = min(same, key=ROLE_PRIORITY.index)
-        out.append(conv.spec(v, role, alias_of))
-    return out
-
-
-def _plain(conv, value):
-    if isinstance(value, torch.fx.Node):
-        return _plain(conv, value.meta.get("val"))
-    if isinstance(value, torch.SymInt | torch.SymFloat | torch.SymBool):
-        return conv.expr(value)
-    if isinstance(value, list | tuple):
-        return type(value)(_plain(conv, v) for v in value)
-    if isinstance(value, torch.dtype | torch.device | torch.layout | torch.memory_format):
-        return str(value)
-    return value
-
-
-def _is_input_setup(source: SourceLoc | None) -> bool:
-    """Ops traced while export rebuilt a structured input (a DynamicCache filled through
-    ``update()``) run outside any forward: they stand for the input itself and cost nothing."""
-    return bool(source and source.frames and not any(f.function == "forward" for f in source.frames))
-
-
-def _source(node: torch.fx.Node) -> SourceLoc | None:
-    frames = _frames(node.meta.get("stack_trace"))
-    if not frames:
-        return None
-    inner = frames[-1]
-    return SourceLoc(inner.file, inner.line, inner.code, frames)
-
-
-def _default_bytes(ir: IRGraph) -> dict[str, float]:
-    """Precision bindings that reproduce the captured dtypes (e.g. 4 for fp32 weights)."""
-    from irtools.ir import DTYPE_BYTES, FLOAT_DTYPES, ROLE_BYTES
-
-    found: dict[str, float] = {}
-    for spec in ir.inputs.values():
-        if spec.role in ROLE_BYTES and spec.dtype in FLOAT_DTYPES:
-            found.setdefault(ROLE_BYTES[spec.role], DTYPE_BYTES[spec.dtype])
-    base = found.get("a_bytes", found.get("w_bytes", 4))
-    return {"w_bytes": found.get("w_bytes", base), "a_bytes": found.get("a_bytes", base), "kv_bytes": found.get("kv_bytes", found.get("a_bytes", base))}
