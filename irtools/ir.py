@@ -40,6 +40,8 @@ class TensorSpec:
     role: str = "activation"
     alias_of: str | None = None
     contiguous: bool = True
+    #: dims a view broadcasts (stride 0, as ``expand`` makes): stored once in memory
+    broadcast_dims: tuple[int, ...] = ()
 
     @property
     def numel(self) -> sympy.Expr:
@@ -54,7 +56,11 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> sympy.Expr:
-        return self.numel * self.itemsize
+        """Bytes a reader moves: the stored elements (a broadcast view reads its base once)."""
+        if not self.broadcast_dims:
+            return self.numel * self.itemsize
+        stored = sympy.Mul(*(d for i, d in enumerate(self.shape) if i not in self.broadcast_dims))
+        return stored * self.itemsize
 
 
 @dataclass(frozen=True)

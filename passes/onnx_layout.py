@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sympy
 
+from passes.onnx_tensors import integer
+
 ONE = sympy.Integer(1)
 
 
@@ -26,7 +28,23 @@ def _is_int(x) -> bool:
     return isinstance(x, int | sympy.Integer)
 
 
+def _int_dims(shape) -> list[int] | None:
+    out = []
+    for d in shape:
+        if not isinstance(d, sympy.Integer):
+            return None
+        out.append(int(d))
+    return out
+
+
 def contiguous_strides(shape) -> tuple:
+    dims = _int_dims(shape)
+    if dims is not None:  # all sizes known: plain ints, then sympy
+        strides, acc = [], 1
+        for d in reversed(dims):
+            strides.append(acc)
+            acc *= d
+        return tuple(integer(s) for s in reversed(strides))
     strides, acc = [], ONE
     for d in reversed(tuple(shape)):
         strides.append(acc)
@@ -36,6 +54,16 @@ def contiguous_strides(shape) -> tuple:
 
 def is_contiguous(shape, strides) -> bool:
     """Row-major dense, ignoring size-1 dims (as torch's ``is_contiguous``)."""
+    dims = _int_dims(shape)
+    if dims is not None and len(dims) == len(strides) and all(isinstance(s, sympy.Integer) for s in strides):
+        expected = 1
+        for d, s in zip(reversed(dims), reversed(tuple(strides))):
+            if d == 1:
+                continue
+            if s != expected:
+                return False
+            expected *= d
+        return True
     expected = ONE
     for d, s in zip(reversed(tuple(shape)), reversed(tuple(strides)), strict=True):
         if d == 1:

@@ -65,7 +65,7 @@ def held_out_gpt2(rng):
 
 def held_out_llama(rng):
     # group >= 2 keeps repeat_kv's expand in the graph, as in the real config (control flow)
-    kv, group, head_dim = rng.choice([1, 2, 3]), rng.choice([2, 3]), rng.choice([4, 6, 8, 10])
+    kv, group, head_dim = rng.choice([2, 3]), rng.choice([2, 3]), rng.choice([4, 6, 8, 10])  # sizes 1 specialize layouts
     return {"num_key_value_heads": kv, "num_attention_heads": kv * group, "hidden_size": kv * group * head_dim,
             "intermediate_size": rng.randint(20, 90), "vocab_size": rng.randint(50, 120)}
 

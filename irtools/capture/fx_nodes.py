@@ -105,12 +105,15 @@ class TensorConverter:
         if not isinstance(val, torch.Tensor):
             return None
         contiguous = is_contiguous(val)
+        shape = tuple(self.expr(d) for d in val.shape)
+        broadcast = tuple(i for i, st in enumerate(val.stride()) if _raw(st) == 0 and _raw(val.shape[i]) != 1)
         return TensorSpec(
-            shape=tuple(self.expr(d) for d in val.shape),
+            shape=shape,
             dtype=str(val.dtype).removeprefix("torch."),
             role=role,
             alias_of=alias_of,
             contiguous=contiguous,
+            broadcast_dims=broadcast,
         )
 
 

@@ -232,7 +232,7 @@ class _Builder:
             op = op_name(node)
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             ins = [self.infos.get(n) if n else None for n in node.input]
-            args = {k: _plain(v) for k, v in attrs.items() if _plain(v) is not None}
+            args = {k: v for k, v in ((k, _plain(v)) for k, v in attrs.items()) if v is not None}
             if op in CONTROL_OPS:
                 outs = self._control(node, op, ins, attrs, args, ir, where)
             else:
