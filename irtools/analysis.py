@@ -13,7 +13,7 @@ from typing import Any
 import sympy
 
 from irtools.ir import IRGraph
-from irtools.symbols import BYTE_SYMBOLS, evaluate, sym
+from irtools.symbols import BYTE_SYMBOLS, evaluate, evaluate_cached, sym
 from passes import pipeline
 from passes.lines import LineTable
 
@@ -61,7 +61,12 @@ class AnalysisResult:
         return names
 
     def value(self, expr, bindings: dict[str, float] | None = None):
-        return evaluate(expr, {**self.bindings, **(bindings or {})})
+        """``expr`` as a number under the result's bindings (updated by ``bindings``)."""
+        merged = {**self.bindings, **(bindings or {})}
+        try:
+            return evaluate_cached(expr, tuple(sorted(merged.items())))
+        except TypeError:  # an unhashable binding value
+            return evaluate(expr, merged)
 
     def evaluate(self, **bindings: float) -> dict[str, float | None]:
         """Totals as numbers under the result's bindings updated by ``bindings``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from irtools.symbols import pretty
@@ -9,9 +10,15 @@ from irtools.symbols import pretty
 SCHEMA = "irtools.report/1"
 
 
+@functools.lru_cache(maxsize=65536)
+def text(expr) -> str:
+    """``str(expr)``, memoized: a report prints the same few expressions thousands of times."""
+    return str(expr)
+
+
 def cost(result, expr) -> dict[str, Any]:
     """``{"expr": sympy string, "value": number or None}``."""
-    return {"expr": str(expr), "value": result.value(expr)}
+    return {"expr": text(expr), "value": result.value(expr)}
 
 
 def _node(result, node_id: str, a: dict) -> dict[str, Any]:
@@ -25,7 +32,7 @@ def _node(result, node_id: str, a: dict) -> dict[str, Any]:
         "module_class": scope.cls if scope else "",
         "source": {"file": src.file, "line": src.line, "code": src.code} if src else None,
         "outputs": [
-            {"shape": [str(d) for d in t.shape], "dtype": t.dtype, "role": t.role} for t in a["outputs"] if t is not None
+            {"shape": [text(d) for d in t.shape], "dtype": t.dtype, "role": t.role} for t in a["outputs"] if t is not None
         ],
         "flops": cost(result, a["flops"]),
         "bytes_read": cost(result, a["bytes_read"]),

@@ -8,7 +8,7 @@ int4 weights take half a byte).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 import sympy
@@ -90,17 +90,29 @@ def pretty(expr, factor: bool = True) -> str:
 
 def from_kv_len(expr) -> sympy.Expr:
     """Rewrite ``kv_len`` as ``cache_len + seq_len`` (the form costs are stored in)."""
-    return sympy.sympify(expr).subs(KV_LEN, sym("cache_len") + sym("seq_len"))
+    return sympy.sympify(expr).xreplace({KV_LEN: sym("cache_len") + sym("seq_len")})
 
 
 def evaluate(expr, bindings: Mapping[str, float]) -> float | None:
     """The number an expression takes under ``bindings``; None where symbols stay free."""
-    expr = from_kv_len(expr)
-    value = sympy.sympify(expr).subs({sym(k): v for k, v in bindings.items()})
+    expr = sympy.sympify(expr)
+    if expr.is_Number:
+        return int(expr) if expr.is_Integer else float(expr)
+    if KV_LEN in expr.free_symbols:
+        expr = from_kv_len(expr)
+    names = {s.name: s for s in expr.free_symbols}
+    value = expr.xreplace({names[k]: sympy.sympify(v) for k, v in bindings.items() if k in names})
     if value.free_symbols:
         return None
     value = sympy.nsimplify(value) if not value.is_Number else value
     return int(value) if value.is_Integer else float(value)
+
+
+@lru_cache(maxsize=65536)
+def evaluate_cached(expr, bindings: tuple[tuple[str, float], ...]) -> float | None:
+    """:func:`evaluate` memoized on (expression, sorted binding items): reports evaluate the
+    same few expressions thousands of times."""
+    return evaluate(expr, dict(bindings))
 
 
 def evaluate_many(exprs: Iterable, grid: Mapping[str, np.ndarray]) -> list[np.ndarray]:

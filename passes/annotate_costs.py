@@ -18,6 +18,10 @@ from passes.costs import Cost, OpCall, lookup
 _ZERO = sympy.Integer(0)
 
 
+def _expand(expr) -> sympy.Expr:
+    return expr if getattr(expr, "is_Number", False) else sympy.expand(expr)
+
+
 def _key(call: OpCall):
     try:
         return (call.op, call.inputs, call.outputs, tuple(sorted((k, repr(v)) for k, v in call.args.items())))
@@ -45,7 +49,7 @@ def annotate_costs(ir: IRGraph) -> IRGraph:
                 except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
                     cost, unsupported = Cost(), True
                     attrs["cost_error"] = f"{type(exc).__name__}: {exc}"
-                cost = Cost(*(sympy.expand(e) for e in (cost.flops, cost.bytes_read, cost.bytes_written, cost.matmul_flops)), cost.alias)
+                cost = Cost(*(_expand(e) for e in (cost.flops, cost.bytes_read, cost.bytes_written, cost.matmul_flops)), cost.alias)
                 if key is not None:
                     cache[key] = cost
         attrs.update(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sympy
 
 from passes.onnx_shapes import ONE, Ctx, ShapeEnv, TInfo, exprs, obj_array, rule, with_value
+from passes.onnx_tensors import integer
 
 
 def _reduced(c: Ctx, axes, keepdims):
@@ -123,12 +124,23 @@ def _einsum(c: Ctx):
     return [TInfo(tuple(sizes[ch] for ch in rhs), c.x.dtype)]
 
 
+def _int_or_none(v):
+    if type(v) is int:
+        return v
+    return int(v) if isinstance(v, sympy.Integer) else None
+
+
 def window_out(size, k, stride, dil, pad_total, ceil_mode=False, auto_pad="NOTSET"):
     """One spatial output size of a convolution or pooling window."""
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         return sympy.ceiling(size / stride)
     if auto_pad == "VALID":
         pad_total = 0
+    known = [_int_or_none(v) for v in (size, k, stride, dil, pad_total)]
+    if None not in known and known[2] > 0:  # all known: integer arithmetic, same result
+        size_i, k_i, stride_i, dil_i, pad_i = known
+        span = size_i + pad_i - dil_i * (k_i - 1) - 1
+        return integer((-(-span // stride_i) if ceil_mode else span // stride_i) + 1)
     span = size + pad_total - dil * (k - 1) - 1
     return (sympy.ceiling(span / stride) if ceil_mode else sympy.floor(span / stride)) + 1
 

@@ -363,7 +363,7 @@ def _constant_of_shape(c: Ctx):
     fill = tensor_info(c.attrs["value"]) if "value" in c.attrs else TInfo((1,), "float32", obj_array([sympy.Integer(0)]))
     conc = _concrete(dims)
     value = None
-    if conc is not None and fill.value is not None and _count(conc) <= MAX_VALUE_ELEMENTS:
+    if conc is not None and _count(conc) <= MAX_VALUE_ELEMENTS and fill.value is not None:
         value = np.full(conc, fill.value.ravel()[0], dtype=object)
     return [with_value(dims, fill.dtype, value)]
 

@@ -132,3 +132,20 @@ def test_bad_configs_one_line_exit_2(tmp_path, capsys, content, message):
 def test_encoder_has_no_decode(capsys):
     assert main(["analyze", "bert-base", "--scenario", "decode"]) == 2
     assert "bert is an encoder: it has no decode scenario" in capsys.readouterr().err
+
+
+def test_gpt2_small_bounds_on_h100():
+    """GPT-2 small (transformers, meta device): decode at cache_len 4096 is memory-bound in
+    every GEMM, prefill at seq_len 2048 compute-bound in every projection GEMM (bf16, H100 SXM)."""
+    from passes.fusion import build_kernels
+    from passes.roofline import estimate
+
+    bf16 = {"w_bytes": 2, "a_bytes": 2, "kv_bytes": 2}
+    for scenario, binds, want in (
+        ("decode", {"batch_size": 1, "seq_len": 1, "cache_len": 4096}, "memory"),
+        ("prefill", {"batch_size": 1, "seq_len": 2048}, "compute"),
+    ):
+        result = analyze("gpt2", scenario, collapse_layers=True)
+        roof = estimate(build_kernels(result.ir, "flash"), "h100-sxm", {**result.bindings, **binds, **bf16})
+        gemms = [kt for kt in roof.kernels if kt.kernel.pattern.startswith("gemm") and kt.kernel.matmul_flops != 0]
+        assert len(gemms) >= 8 and {kt.bound for kt in gemms} == {want}, scenario

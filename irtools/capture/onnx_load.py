@@ -73,19 +73,37 @@ def check_external_location(tensor: onnx.TensorProto, folder: Path | None, where
 def _all_initializers(graph: onnx.GraphProto):
     yield from graph.initializer
     for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _all_initializers(sub)
+        for sub in _subgraphs(node):
+            yield from _all_initializers(sub)
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs held by a node's attributes (If/Loop/Scan bodies); [] for almost every node."""
+    out = []
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            out.append(attr.g)
+        if attr.graphs:
+            out.extend(attr.graphs)
+    return out
 
 
 def _check_text(graph: onnx.GraphProto, where: str) -> None:
     """Names must be text: protobuf hands back bytes for strings that are not valid UTF-8."""
-    names = [v.name for v in list(graph.input) + list(graph.output) + list(graph.initializer)]
-    for node in graph.node:
-        names += [node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)]
-    for v in list(graph.input) + list(graph.output):
-        names += [d.dim_param for d in v.type.tensor_type.shape.dim]
-    if any(not isinstance(n, str) for n in names):
+    ok = all(isinstance(v.name, str) for v in graph.input) and all(isinstance(v.name, str) for v in graph.output)
+    ok = ok and all(isinstance(t.name, str) for t in graph.initializer)
+    for node in graph.node if ok else ():
+        if not (isinstance(node.name, str) and isinstance(node.op_type, str) and isinstance(node.domain, str)
+                and all(isinstance(n, str) for n in node.input) and all(isinstance(n, str) for n in node.output)
+                and all(isinstance(a.name, str) for a in node.attribute)):
+            ok = False
+            break
+    if ok:
+        for v in list(graph.input) + list(graph.output):
+            if not all(isinstance(d.dim_param, str) for d in v.type.tensor_type.shape.dim):
+                ok = False
+                break
+    if not ok:
         raise CaptureError(f"{where}: not a valid ONNX model (a name is not valid UTF-8 text)")
 
 
@@ -104,14 +122,15 @@ def topo_order(graph: onnx.GraphProto, outer: set[str], where: str) -> list[onnx
     """Nodes in dependency order; a dangling input or a cycle is a CaptureError."""
     available = set(outer) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
     available |= {t.values.name for t in graph.sparse_initializer}
+    nodes = list(graph.node)
     producer: dict[str, int] = {}
-    for idx, node in enumerate(graph.node):
+    for idx, node in enumerate(nodes):
         for out in node.output:
             if out:
                 producer[out] = idx
-    indeg = [0] * len(graph.node)
+    indeg = [0] * len(nodes)
     users: dict[int, list[int]] = {}
-    for idx, node in enumerate(graph.node):
+    for idx, node in enumerate(nodes):
         for name in set(_node_reads(node)):
             if name in producer:
                 if producer[name] == idx:
@@ -124,8 +143,8 @@ def topo_order(graph: onnx.GraphProto, outer: set[str], where: str) -> list[onnx
     order = []
     while ready:
         idx = ready.popleft()
-        order.append(graph.node[idx])
-        for user in users.get(idx, []):
+        order.append(nodes[idx])
+        for user in users.get(idx, ()):
             indeg[user] -= 1
             if indeg[user] == 0:
                 ready.append(user)
@@ -138,9 +157,8 @@ def topo_order(graph: onnx.GraphProto, outer: set[str], where: str) -> list[onnx
 def _node_reads(node: onnx.NodeProto):
     """Input names, plus outer-scope names that the node's subgraphs read."""
     yield from (n for n in node.input if n)
-    for attr in node.attribute:
-        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            yield from _outer_reads(sub)
+    for sub in _subgraphs(node):
+        yield from _outer_reads(sub)
 
 
 def _outer_reads(graph: onnx.GraphProto):
