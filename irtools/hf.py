@@ -66,8 +66,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _require_transformers() -> None:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ConfigError("transformers models need the transformers package: pip install -e '.[hf]'") from None
+
+
 def make_config(fields: dict[str, Any], attn: str = "sdpa", **overrides):
     """A transformers config object from plain fields (unknown model types rejected)."""
+    _require_transformers()
     from transformers import AutoConfig
 
     fields = {k: v for k, v in {**fields, **overrides}.items() if k != "source"}
