@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import stat
 import warnings
 
@@ -167,3 +168,18 @@ def test_annotate_command(capsys, tmp_path, weird_onnx):
     assert parse(props["irtools.flops"]) == parse("256*batch_size")
     code, _, err = run(capsys, "annotate", str(tmp_path / "none.onnx"), "-o", str(tmp_path / "x.onnx"))
     assert code == 2 and not (tmp_path / "x.onnx").exists()
+
+
+def test_model_explorer_keys_are_onnx_node_names(capsys, tmp_path, gpt2_onnx):
+    out = tmp_path / "me.json"
+    code, stdout, err = run(capsys, "export", str(gpt2_onnx), "--format", "model-explorer", "-o", str(out),
+                            "--target", "h100-sxm", "--mode", "fused", "--dim", "seq_len=64")
+    assert code == 0, err
+    names = {n.name for n in onnx.load(str(gpt2_onnx), load_external_data=False).graph.node}
+    written = [line for line in stdout.splitlines() if line.endswith(".json")]
+    assert {pathlib.Path(p).name for p in written} == {"me.flops.json", "me.bytes.json", "me.time.json"}
+    for path in written:
+        data = json.loads(pathlib.Path(path).read_text())
+        (graph,) = data.values()
+        assert graph["results"] and set(graph["results"]) <= names
+        assert {s["stop"] for s in graph["gradient"]} >= {0, 1}
