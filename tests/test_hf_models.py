@@ -23,6 +23,21 @@ TINY = {
     "vit": {"model_type": "vit", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
             "intermediate_size": 96, "image_size": 32, "patch_size": 8},
 }
+_SMALL = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 96, "vocab_size": 101}
+TINY.update({
+    "qwen2": {"model_type": "qwen2", **_SMALL, "num_key_value_heads": 2},
+    "qwen3": {"model_type": "qwen3", **_SMALL, "num_key_value_heads": 2, "head_dim": 16},
+    "gemma": {"model_type": "gemma", **_SMALL, "num_key_value_heads": 2, "head_dim": 16},
+    "gemma2": {"model_type": "gemma2", **_SMALL, "num_key_value_heads": 2, "head_dim": 16},
+    "gpt_neox": {"model_type": "gpt_neox", **_SMALL},
+    "opt": {"model_type": "opt", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "ffn_dim": 96,
+            "vocab_size": 101, "word_embed_proj_dim": 64},
+    "roberta": {"model_type": "roberta", **_SMALL},
+    "distilbert": {"model_type": "distilbert", "n_layers": 2, "dim": 64, "n_heads": 4, "hidden_dim": 96, "vocab_size": 101},
+    "electra": {"model_type": "electra", **_SMALL},
+    "deit": {"model_type": "deit", **{k: v for k, v in _SMALL.items() if k != "vocab_size"}, "image_size": 32, "patch_size": 8},
+})
+VISION = {"vit", "deit"}
 
 
 def matmul_total(result):
@@ -48,11 +63,11 @@ def test_matmul_flops_equal_flop_counter(arch):
     assert not result.unsupported
     expr = matmul_total(result)
     for b, s in ((1, 7), (2, 12), (3, 5)):
-        if arch == "vit":
+        if arch in VISION:
             inputs, bind = {"pixel_values": torch.randn(b, 3, 32, 32)}, {"batch_size": b}
         else:
             inputs, bind = {"input_ids": torch.randint(0, 101, (b, s))}, {"batch_size": b, "seq_len": s}
-            if arch in ("gpt2", "llama", "mistral"):
+            if config.model_type in hf.DECODERS:
                 inputs["use_cache"] = False
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(**inputs)
