@@ -8,8 +8,15 @@ Node attributes (each pass reads and writes these by name):
 - ``args``: non-tensor arguments by name or position (dims, scalars, shapes)
 - ``scope``: list of :class:`Scope` from the root module down to the innermost one
 - ``source``: :class:`SourceLoc` or None
-- ``flops``, ``bytes_read``, ``bytes_written``: sympy expressions (written by the cost pass)
+- ``flops``, ``bytes_read``, ``bytes_written``: sympy expressions (written by the cost pass);
+  ``matmul_flops`` the 2·M·N·K part alone, ``alias`` True for views
 - ``unsupported``: True when no cost rule knows the op (its costs are zero)
+- ``input_setup``: True for ops that only rebuild a structured input while exporting (free)
+- ``module``: the innermost module path (written by the hierarchy pass)
+- ``config_symbolic``: whether the costs are in config symbols (written by the generalize pass)
+
+``IRGraph.meta`` holds what passes aggregate: ``modules`` (the module tree), ``lines`` (a
+line table), ``config_symbols`` (config values), ``exported_program`` (torch frontend).
 """
 
 from __future__ import annotations
