@@ -42,10 +42,22 @@ def test_json_report_follows_schema(capsys, tmp_path):
     assert report["modules"][0]["children"][0]["path"] == "c_attn"
 
 
-@pytest.mark.parametrize("fmt,needle", [("md", "| line | type |"), ("csv", "id,op,kind,module")])
+@pytest.mark.parametrize("fmt,needle", [("md", "| line | type |"), ("csv", "table,id,op_or_class,kind,module")])
 def test_other_formats(capsys, fmt, needle):
-    code, out, _ = run_cli(capsys, "analyze", "--format", fmt, "--dim", "seq_len=8")
+    code, out, _ = run_cli(capsys, "analyze", "--format", fmt, "--dim", "seq_len=8", "--target", "h100-sxm", "--mode", "fused")
     assert code == 0 and needle in out
+    if fmt == "csv":  # node, module, line and kernel rows in one file, same totals
+        import csv
+        import io
+
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert {r["table"] for r in rows} == {"node", "module", "line", "kernel"}
+        node_flops = sum(float(r["flops_value"]) for r in rows if r["table"] == "node")
+        root = next(r for r in rows if r["table"] == "module" and r["id"] == "")
+        kernel_flops = sum(float(r["flops_value"]) for r in rows if r["table"] == "kernel")
+        assert node_flops == float(root["flops_value"]) == kernel_flops == 3132 * 64 + 4721664 * 8
+    else:
+        assert "## Modules" in out and "## Kernels (fused on h100-sxm)" in out and "## Nodes" in out
 
 
 def test_class_spec_with_example_inputs(capsys):

@@ -43,7 +43,7 @@ def test_json_csv_md(report, tmp_path):
     (p,) = EXPORTERS["json"](report, tmp_path / "r.json")
     back = json.loads(p.read_text())
     assert back["schema"] == "irtools.report/1" and back["totals"] == report["totals"]
-    assert EXPORTERS["csv"](report, tmp_path / "r.csv")[0].read_text().startswith("id,op")
+    assert EXPORTERS["csv"](report, tmp_path / "r.csv")[0].read_text().startswith("table,id,op_or_class")
     assert "|" in EXPORTERS["md"](report, tmp_path / "r.md")[0].read_text()
 
 

@@ -118,30 +118,76 @@ def _module_lines(report, line_rows) -> list[str]:
     return out
 
 
+def _md_cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _walk_modules(modules, depth=0):
+    for m in modules:
+        yield depth, m
+        yield from _walk_modules(m["children"], depth + 1)
+
+
 def render_markdown(report) -> str:
-    out = ["# " + _header(report)[0], "", *("- " + h for h in _header(report)[1:]), ""]
-    out.append("| line | type | code | FLOPs | read | write | FLOPs value |")
-    out.append("|---|---|---|---|---|---|---|")
-    for level, k in _rows(report):
-        code = k["code"].replace("|", "\\|")
+    """Lines, modules, kernels (when a target was given) and nodes, as Markdown tables."""
+    out = ["# " + _md_cell(_header(report)[0]), "", *("- " + _md_cell(h) for h in _header(report)[1:]), ""]
+    if report["lines"]["kernels"]:
+        out += ["## Lines", "", "| line | type | code | FLOPs | read | write | FLOPs value |", "|---|---|---|---|---|---|---|"]
+        for level, k in _rows(report):
+            out.append(
+                f"| {'↳ ' * level}{k['line']} | {k['kernel_type']} | `{_md_cell(k['code'])}` | `{k['flops']}` | "
+                f"`{k['memory_access']['read']}` | `{k['memory_access']['write']}` | {human(k['values']['flops'])} |"
+            )
+        out.append("")
+    out += ["## Modules", "", "| module | class | repeat | FLOPs | read | written |", "|---|---|---|---|---|---|"]
+    for depth, m in _walk_modules(report["modules"]):
         out.append(
-            f"| {'↳ ' * level}{k['line']} | {k['kernel_type']} | `{code}` | `{k['flops']}` | "
-            f"`{k['memory_access']['read']}` | `{k['memory_access']['write']}` | {human(k['values']['flops'])} |"
+            f"| {'&nbsp;' * 2 * depth}{_md_cell(m['path'] or '(model)')} | {_md_cell(m['class'])} | {m.get('repeat', '')} | "
+            f"{human(m['flops']['value'])} | {human(m['bytes_read']['value'], 'B')} | {human(m['bytes_written']['value'], 'B')} |"
+        )
+    if "kernels" in report:
+        out += ["", f"## Kernels ({report['mode']} on {report['target']['name']})", "",
+                "| kernel | kinds | FLOPs | bytes | time | bound |", "|---|---|---|---|---|---|"]
+        for k in report["kernels"]:
+            out.append(
+                f"| {k['id']} | {_md_cell(', '.join(dict.fromkeys(k['kinds'])))} | {human(k['flops']['value'])} | "
+                f"{human(k['bytes']['value'], 'B')} | {human(k['time_s']['value'], 's')} | {k['bound']} |"
+            )
+    out += ["", "## Nodes", "", "| id | op | kind | module | FLOPs | read | written |", "|---|---|---|---|---|---|---|"]
+    for n in report["nodes"]:
+        out.append(
+            f"| {_md_cell(n['id'])} | `{_md_cell(n['op'])}` | {n['kind']} | {_md_cell(n['module'])} | `{n['flops']['expr']}` | "
+            f"`{n['bytes_read']['expr']}` | `{n['bytes_written']['expr']}` |"
         )
     return "\n".join(out) + "\n"
 
 
+CSV_COLUMNS = ["table", "id", "op_or_class", "kind", "module", "line", "flops", "bytes_read", "bytes_written",
+               "flops_value", "bytes_read_value", "bytes_written_value", "time_s_value"]
+
+
 def render_csv(report) -> str:
+    """One CSV with a ``table`` column: node, module, line and kernel rows."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["id", "op", "kind", "module", "line", "flops", "bytes_read", "bytes_written", "flops_value", "bytes_read_value", "bytes_written_value"])
+    w.writerow(CSV_COLUMNS)
+
+    def costs(x, read="bytes_read", write="bytes_written"):
+        return [x["flops"]["expr"], x[read]["expr"], x[write]["expr"] if write else "",
+                x["flops"]["value"], x[read]["value"], x[write]["value"] if write else ""]
+
     for n in report["nodes"]:
-        src = n["source"] or {}
-        w.writerow([
-            n["id"], n["op"], n["kind"], n["module"], src.get("line", ""),
-            n["flops"]["expr"], n["bytes_read"]["expr"], n["bytes_written"]["expr"],
-            n["flops"]["value"], n["bytes_read"]["value"], n["bytes_written"]["value"],
-        ])
+        w.writerow(["node", n["id"], n["op"], n["kind"], n["module"], (n["source"] or {}).get("line", ""), *costs(n), ""])
+    for _, m in _walk_modules(report["modules"]):
+        w.writerow(["module", m["path"], m["class"], "", m["path"], "", *costs(m), ""])
+    for _, k in _rows(report, depth=0):
+        v = k["values"]
+        w.writerow(["line", k["line"], k["code"], k["kernel_type"], report["lines"]["module_path"], k["line"],
+                    k["flops"], k["memory_access"]["read"], k["memory_access"]["write"],
+                    v["flops"], v["bytes_read"], v["bytes_written"], ""])
+    for k in report.get("kernels", []):
+        w.writerow(["kernel", k["id"], " ".join(k["nodes"]), ",".join(dict.fromkeys(k["kinds"])), k.get("module", ""), "",
+                    k["flops"]["expr"], k["bytes"]["expr"], "", k["flops"]["value"], k["bytes"]["value"], "", k["time_s"]["value"]])
     return buf.getvalue()
 
 
