@@ -82,6 +82,7 @@ def line_entry(result, e) -> dict[str, Any]:
         "code": e.code,
         "function": e.function,
         "kernel_type": e.kernel_type,
+        "repeat": _repeat(e),
         "operation": e.operation or "view / no-op",
         "analysis": _analysis_text(e),
         "flops": e.flops_formula,
@@ -96,6 +97,14 @@ def line_entry(result, e) -> dict[str, Any]:
         "nodes": e.nodes,
         "sub_entries": [line_entry(result, s) for s in e.sub_entries],
     }
+
+
+def _repeat(e):
+    """The seed's optional ``repeat``: how often the line's one module call runs (``num_layers``)."""
+    if len(e.calls) != 1:
+        return 1
+    call = e.calls[0]
+    return str(call.repeat_symbol) if call.repeat_symbol is not None else call.repeat
 
 
 def _analysis_text(e) -> str:
