@@ -164,3 +164,54 @@ def _recipe_at(fields: dict[str, Any], scenario: str, name: str, attn: str, spac
     result.rebuild = lambda more: _recipe_at(fields, scenario, name, attn, space, **{**overrides, **more})
     result.space, result.config = space, config
     return result
+
+
+def class_recipe(cls: type, scenario: str) -> Recipe:
+    """A transformers class given as ``package.module:Class``: a whole model from its
+    model type's preset config (or transformers' defaults); a sub-module (attention, MLP,
+    decoder layer) built from that config and fed ``hidden_states`` of (batch, seq, hidden)."""
+    _require_transformers()
+    import re
+
+    from transformers import AutoConfig, PreTrainedModel
+
+    found = re.match(r"transformers\.models\.([^.]+)\.", cls.__module__)
+    if not found:
+        raise ConfigError(f"{cls.__name__}: not a transformers model class (transformers.models.<type>)")
+    model_type = found.group(1)
+    fields = next((dict(f) for f in HF_CONFIGS.values() if f["model_type"] == model_type), {"model_type": model_type})
+    try:
+        config = make_config(fields, "eager")
+    except ConfigError:
+        config = AutoConfig.for_model(model_type)
+        config._attn_implementation = "eager"
+    if issubclass(cls, PreTrainedModel):
+        with torch.device("meta"):
+            model = cls(config).eval()
+        return recipe(config, scenario, cls.__name__, model=model)
+    if scenario != "prefill":
+        raise ConfigError(f"{cls.__name__}: sub-modules are analyzed for prefill; give a whole model for decode")
+    import inspect
+
+    known = {
+        "config": config, "layer_idx": 0, "hidden_size": config.hidden_size,
+        "intermediate_size": getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+        or 4 * config.hidden_size,
+    }
+    params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
+    missing = [p.name for p in params if p.default is p.empty and p.name not in known and p.kind is p.POSITIONAL_OR_KEYWORD]
+    if missing:
+        raise ConfigError(f"{cls.__name__}: cannot build it from a config (needs {', '.join(missing)})")
+    with torch.device("meta"):
+        module = cls(**{p.name: known[p.name] for p in params if p.name in known})
+    b, s = EXAMPLE_SIZES["batch_size"], EXAMPLE_SIZES["seq_len"]
+    forward = [p for p in inspect.signature(module.forward).parameters.values()]
+    first = forward[0].name
+    kwargs: dict[str, Any] = {first: torch.randn(b, s, config.hidden_size, device="meta")}
+    dims = {first: {0: "batch_size", 1: "seq_len"}}
+    if "position_embeddings" in (p.name for p in forward):  # rotary models: (cos, sin) per token
+        _, head_dim = _head_dims(config)
+        cos = torch.randn(b, s, head_dim, device="meta")
+        kwargs["position_embeddings"] = (cos, cos.clone())
+        dims.update({f"position_embeddings.{i}": {0: "batch_size", 1: "seq_len"} for i in (0, 1)})
+    return Recipe(module.eval(), (), kwargs, dims, cls.__name__)

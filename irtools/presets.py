@@ -109,6 +109,8 @@ def recipe_for(model: str, scenario: str) -> Recipe:
         return preset.build(resolve_class(preset.cls_path), scenario)
     if ":" in model:
         cls = resolve_class(model)
+        if cls.__module__.startswith("transformers."):
+            return hf.class_recipe(cls, scenario)
         for preset in PRESETS.values():
             if preset.cls_path.split(":")[1] == cls.__name__:
                 return preset.build(cls, scenario)

@@ -164,3 +164,15 @@ def test_gpt2_small_bounds_on_h100():
         roof = estimate(build_kernels(result.ir, "flash"), "h100-sxm", {**result.bindings, **binds, **bf16})
         gemms = [kt for kt in roof.kernels if kt.kernel.pattern.startswith("gemm") and kt.kernel.matmul_flops != 0]
         assert len(gemms) >= 8 and {kt.bound for kt in gemms} == {want}, scenario
+
+
+def test_transformers_classes_by_name(capsys):
+    """``package.module:Class`` of transformers: sub-modules from the preset config."""
+    code = main(["analyze", "transformers.models.llama.modeling_llama:LlamaMLP", "--format", "json",
+                 "--dim", "seq_len=16", "--dim", "batch_size=2"])
+    report = json.loads(capsys.readouterr().out)
+    h, i = 4096, 14336  # llama-3-8b: gate, up, down projections + silu (5) and the product (1) per element
+    assert code == 0 and report["totals"]["flops"]["value"] == 2 * 16 * (6 * h * i + 6 * i)
+    code = main(["analyze", "transformers.models.llama.modeling_llama:LlamaDecoderLayer", "--format", "json", "--dim", "seq_len=16"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and not report["unsupported"] and report["totals"]["flops"]["value"] > 2 * 16 * 6 * h * i
