@@ -60,6 +60,13 @@ def quiet_stderr(enabled: bool = True):
             os.close(saved)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (status 2), like every other error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"irtools: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=None, help="preset name (default gpt2-attention), model.onnx, or package.module:Class")
     p.add_argument("--scenario", choices=("prefill", "decode"), default="prefill")
@@ -72,7 +79,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="irtools", description="Symbolic FLOP/byte cost analysis of model graphs.")
+    parser = _Parser(prog="irtools", description="Symbolic FLOP/byte cost analysis of model graphs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command")
     a = sub.add_parser("analyze", help="analyze a model and print per-line costs")

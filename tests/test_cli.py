@@ -101,3 +101,11 @@ def test_subprocess_no_traceback_and_debug_shows_it():
     assert "torch.export failed at" in plain.stderr
     debug = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], capture_output=True, text=True, cwd=ROOT)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("args", [["analyze", "--format", "xml"], ["analyze", "--bogus"], ["export"]])
+def test_usage_errors_are_one_line(capsys, args):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("irtools: error: ") and err.count("\n") == 1
