@@ -124,3 +124,14 @@ class IRGraph:
 
     def __len__(self) -> int:
         return self.graph.number_of_nodes()
+
+
+def default_bytes(ir: IRGraph) -> dict[str, float]:
+    """Precision bindings that reproduce the captured float dtypes (e.g. 4 for fp32 weights);
+    integer inputs (token ids) do not count."""
+    found: dict[str, float] = {}
+    for spec in ir.inputs.values():
+        if spec.role in ROLE_BYTES and spec.dtype in FLOAT_DTYPES:
+            found.setdefault(ROLE_BYTES[spec.role], DTYPE_BYTES[spec.dtype])
+    base = found.get("a_bytes", found.get("w_bytes", 4))
+    return {"w_bytes": found.get("w_bytes", base), "a_bytes": base, "kv_bytes": found.get("kv_bytes", base)}

@@ -26,8 +26,8 @@ import torch
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 import irtools  # noqa: F401  (imports the IR before passes.costs: avoids an import cycle)
-from irtools.capture.fx_nodes import TensorConverter, add_fx_node, default_bytes
-from irtools.ir import IRGraph, Scope
+from irtools.capture.fx_nodes import TensorConverter, add_fx_node
+from irtools.ir import IRGraph, Scope, default_bytes
 from irtools.symbols import sym
 from passes.annotate_costs import annotate_costs
 

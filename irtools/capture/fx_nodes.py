@@ -205,18 +205,6 @@ def node_source(node: torch.fx.Node) -> SourceLoc | None:
     return SourceLoc(inner.file, inner.line, inner.code, frames)
 
 
-def default_bytes(ir: IRGraph) -> dict[str, float]:
-    """Precision bindings that reproduce the captured dtypes (e.g. 4 for fp32 weights)."""
-    from irtools.ir import DTYPE_BYTES, FLOAT_DTYPES, ROLE_BYTES
-
-    found: dict[str, float] = {}
-    for spec in ir.inputs.values():
-        if spec.role in ROLE_BYTES and spec.dtype in FLOAT_DTYPES:
-            found.setdefault(ROLE_BYTES[spec.role], DTYPE_BYTES[spec.dtype])
-    base = found.get("a_bytes", found.get("w_bytes", 4))
-    return {"w_bytes": found.get("w_bytes", base), "a_bytes": found.get("a_bytes", base), "kv_bytes": found.get("kv_bytes", found.get("a_bytes", base))}
-
-
 def _direct(fn: Callable, default=None):
     return fn()
 

@@ -21,9 +21,10 @@ import onnx
 import sympy
 from onnx import helper
 
+from irtools.capture.fx_nodes import parse_frames
 from irtools.capture.onnx_load import KNOWN_DOMAINS, check_model, inline_functions, load_model, topo_order
-from irtools.capture.torch_export import CaptureError, _frames
-from irtools.ir import DTYPE_BYTES, FLOAT_DTYPES, IRGraph, Scope, SourceLoc, TensorSpec
+from irtools.capture.torch_export import CaptureError
+from irtools.ir import IRGraph, Scope, SourceLoc, TensorSpec, default_bytes
 from irtools.symbols import canonical_name, sym
 from passes import onnx_layout as layout
 from passes.annotate_costs import coverage  # noqa: F401  (re-exported)
@@ -82,20 +83,9 @@ def capture_onnx(path_or_model, dims: dict[str, int] | None = None, aliases: dic
         bindings=dict(ir.dims),
         shape_equalities={str(k): str(v) for k, v in builder.env.replacements.items()},
     )
-    ir.default_bindings = _default_bytes(ir)
+    ir.default_bindings = default_bytes(ir)
     _fill_root_class(ir)
     return ir
-
-
-def _default_bytes(ir: IRGraph) -> dict[str, float]:
-    """Precision bindings reproducing the file's float dtypes (token-id inputs do not count)."""
-    found: dict[str, float] = {}
-    for spec in ir.inputs.values():
-        role = {"weight": "w_bytes", "activation": "a_bytes", "kv_cache": "kv_bytes"}.get(spec.role)
-        if role and spec.dtype in FLOAT_DTYPES:
-            found.setdefault(role, DTYPE_BYTES[spec.dtype])
-    base = found.get("a_bytes", found.get("w_bytes", 4))
-    return {"w_bytes": found.get("w_bytes", base), "a_bytes": base, "kv_bytes": found.get("kv_bytes", base)}
 
 
 class _LazyHints:
@@ -443,7 +433,7 @@ def _scope_source(node: onnx.NodeProto) -> dict:
         for i in range(len(parts)):
             scope.append(Scope(".".join(parts[: i + 1]), ""))
     source = None
-    frames = _frames(meta.get("pkg.torch.onnx.stack_trace"))
+    frames = parse_frames(meta.get("pkg.torch.onnx.stack_trace"))
     if frames:
         inner = frames[-1]
         source = SourceLoc(inner.file, inner.line, inner.code, frames)

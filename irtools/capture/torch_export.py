@@ -20,9 +20,8 @@ import torch
 from torch.export import Dim
 from torch.utils import _pytree as pytree
 
-from irtools.capture.fx_nodes import TensorConverter, add_fx_node, default_bytes, qualname
-from irtools.capture.fx_nodes import parse_frames as _frames  # noqa: F401  (ONNX frontend)
-from irtools.ir import IRGraph, Scope, TensorSpec
+from irtools.capture.fx_nodes import TensorConverter, add_fx_node, qualname
+from irtools.ir import IRGraph, Scope, TensorSpec, default_bytes
 from irtools.symbols import sym
 
 
