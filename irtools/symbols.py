@@ -7,23 +7,11 @@ int4 weights take half a byte).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import cache, lru_cache
 
-import numpy as np
 import sympy
 
-RUNTIME_DIMS = ("batch_size", "seq_len", "cache_len")
-CONFIG_DIMS = (
-    "hidden_size",
-    "num_heads",
-    "head_dim",
-    "num_kv_heads",
-    "intermediate_size",
-    "vocab_size",
-    "num_layers",
-    "max_positions",
-)
 BYTE_SYMBOLS = ("w_bytes", "a_bytes", "kv_bytes")
 
 #: Frontend names (ONNX dim_params, user spellings) and what they mean in standard names.
@@ -113,11 +101,3 @@ def evaluate_cached(expr, bindings: tuple[tuple[str, float], ...]) -> float | No
     """:func:`evaluate` memoized on (expression, sorted binding items): reports evaluate the
     same few expressions thousands of times."""
     return evaluate(expr, dict(bindings))
-
-
-def evaluate_many(exprs: Iterable, grid: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Evaluate expressions over arrays of bindings at once (``lambdify`` + numpy)."""
-    names = sorted(grid)
-    fn = sympy.lambdify([sym(n) for n in names], [from_kv_len(e) for e in exprs], "numpy")
-    n = len(next(iter(grid.values()))) if grid else 1
-    return [np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in fn(*(grid[k] for k in names))]
