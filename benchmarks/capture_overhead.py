@@ -20,7 +20,7 @@ def clear_caches() -> None:
     """Drop irtools' per-process caches (parsed stack traces, scopes) and sympy's cache."""
     import sympy.core.cache
 
-    from irtools.capture import fx_nodes
+    from irtools.capture.torch import fx_nodes
 
     fx_nodes.parse_frames.cache_clear()
     fx_nodes._scope_of.cache_clear()

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from irtools.capture import capture_module
+from irtools.capture.torch.export import capture_module
 from irtools.hardware import load_target
 from models.gpt2_attention import Conv1D, GPT2Attention, GPT2Config
 from passes.annotate_costs import annotate_costs
@@ -187,7 +187,7 @@ def run(args) -> int:
     if args.target == "auto":
         import tempfile
 
-        from passes.calibrate import calibrate
+        from irtools.hardware.calibrate import calibrate
 
         print(f"calibrating this {'GPU' if device == 'cuda' else f'machine at {args.threads} thread(s)'} first", file=sys.stderr)
         target = calibrate(progress=True, path=Path(args.save_target or Path(tempfile.mkdtemp()) / "cpu-local.toml"), device=device,

@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 
 from irtools.analysis import analyze, analyze_ir
-from irtools.capture.onnx_frontend import capture_onnx
+from irtools.capture.onnx.frontend import capture_onnx
 from irtools.export.text import RENDERERS
 
 LIGHT = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/*.onnx")))

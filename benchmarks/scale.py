@@ -15,8 +15,8 @@ import sys
 CHILD = r"""
 import json, resource, sys, time
 import torch
-from irtools import hf
-from irtools.capture.torch_export import bind_inputs, dynamic_spec, nest_var_keyword
+from irtools.recipes import hf
+from irtools.capture.torch.export import bind_inputs, dynamic_spec, nest_var_keyword
 model, mode = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
 if mode == "bare":  # the same model building as irtools does, then a plain export

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from irtools import analyze  # noqa: E402
 from irtools.hardware import list_targets  # noqa: E402
-from irtools.symbols import sym  # noqa: E402
+from irtools.ir.symbols import sym  # noqa: E402
 from passes.fusion import build_kernels  # noqa: E402
 from passes.roofline import compile_expr, estimate, grid_product, sweep, time_expr  # noqa: E402
 

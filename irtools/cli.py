@@ -10,11 +10,27 @@ import os
 import sys
 import tempfile
 
+from irtools.ir.errors import IrtoolsError, UsageError
+
 EXIT_BAD_INPUT = 2
 
 
-class UsageError(Exception):
-    """Bad input the user can fix; printed as one line."""
+
+
+MAX_BINDING = 2**53  # larger values are not exact as floats (1e30 would bind 1000000000000000019884624838656)
+
+
+def parse_number(flag: str, name: str, text: str) -> float:
+    """A finite number of at most :data:`MAX_BINDING` (an int when integral); one-line UsageError otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{flag} {name}: {text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UsageError(f"{flag} {name}={text}: not a finite number")
+    if abs(value) > MAX_BINDING:
+        raise UsageError(f"{flag} {name}={text}: too large (at most {MAX_BINDING})")
+    return int(value) if value.is_integer() else value
 
 
 def parse_dims(items: list[str]) -> dict[str, float]:
@@ -24,22 +40,38 @@ def parse_dims(items: list[str]) -> dict[str, float]:
         name, sep, text = item.partition("=")
         if not sep or not name:
             raise UsageError(f"--dim expects NAME=VALUE, got {item!r}")
-        try:
-            value = float(text)
-        except ValueError:
-            raise UsageError(f"--dim {name}: {text!r} is not a number") from None
-        out[name.strip()] = int(value) if value.is_integer() else value
+        out[name.strip()] = parse_number("--dim", name, text)
     return out
 
 
-def write_output(text: str, path: str | None) -> None:
-    """Print, or write atomically (never half-written; an existing file is replaced)."""
+ONNX_IGNORED = {"--scenario decode": "decode needs a KV cache the file does not describe",
+                "--symbolic-config": "an ONNX file has no config to write formulas in",
+                "--collapse-layers": "an ONNX graph is not traced per block"}
+
+
+def check_onnx_options(args, argv: list[str]) -> None:
+    """Options that mean nothing for an ONNX input are refused (one line) rather than ignored."""
+    if not (getattr(args, "model", None) or "").endswith(".onnx"):
+        return
+    given = {
+        "--scenario decode": getattr(args, "scenario", "prefill") == "decode",
+        "--symbolic-config": bool(getattr(args, "symbolic_config", False)),
+        "--collapse-layers": any(a.startswith("--collapse-l") for a in argv),
+    }
+    for option, why in ONNX_IGNORED.items():
+        if given[option]:
+            raise UsageError(f"{option} does not apply to an ONNX file ({why})")
+
+
+def write_output(text: str, path: str | None, force: bool = False) -> None:
+    """Print, or write atomically (never half-written; an existing file needs ``force``)."""
     if not path:
         sys.stdout.write(text)
+        sys.stdout.flush()
         return
     from irtools.export import write_atomic
 
-    write_atomic(path, text, force=True)
+    write_atomic(path, text, force=force)
 
 
 @contextlib.contextmanager
@@ -68,14 +100,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default=None, help="preset name (default gpt2-attention), model.onnx, or package.module:Class")
+    p.add_argument("model", nargs="?", default=None, help="preset name (default gpt2-attention), model.onnx, or package.module:Class "
+                   "(imported from sys.path; the working directory is searched last)")
     p.add_argument("--scenario", choices=("prefill", "decode"), default="prefill")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="bind a symbol (repeatable)")
     p.add_argument("--module", default="", help="module path whose forward gets the line table (default: the root)")
     p.add_argument("--symbolic-config", action="store_true", help="write formulas in config symbols (hidden_size, ...)")
-    p.add_argument("--collapse-layers", action="store_true", help="trace two blocks, repeat them num_layers times (deep models)")
+    p.add_argument("--no-collapse", dest="collapse_layers", action="store_false",
+                   help="trace every block (default: three blocks of a verified-identical stack, repeated num_layers times)")
+    p.add_argument("--collapse-layers", dest="collapse_layers", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--target", default=None, help="accelerator for the roofline (see `irtools targets`)")
     p.add_argument("--mode", choices=("eager", "fused", "flash"), default=None, help="kernel fusion mode")
+    p.add_argument("--kv-cache", choices=("copy", "static"), default=None,
+                   help="decode cache writes: copy (concatenate, as HF DynamicCache) or static (in place); "
+                        "default static in fused/flash modes, copy otherwise")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(a)
     a.add_argument("--format", choices=("table", "json", "md", "csv"), default="table")
     a.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
+    a.add_argument("--force", action="store_true", help="overwrite an existing file")
     a.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     e = sub.add_parser("export", help="write the analysis in a graph / report format")
     _add_model_args(e)
@@ -97,16 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("annotate", help="write per-node costs into an ONNX model's metadata_props")
     n.add_argument("input", help="model.onnx")
     n.add_argument("-o", "--output", required=True, help="annotated model.onnx")
+    n.add_argument("--force", action="store_true", help="overwrite an existing file")
     n.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub.add_parser("targets", help="list accelerator targets")
     c = sub.add_parser("calibrate", help="measure this machine and write a cpu-local target")
     c.add_argument("-o", "--output", default=None, help="target file (default: the user target folder)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--force", action="store_true", help="overwrite an existing target file")
     w = sub.add_parser("sweep", help="estimated time over a grid of bindings and targets")
     _add_model_args(w)
     w.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...", help="values of one symbol (repeatable)")
     w.add_argument("--targets", default="h100-sxm", help="comma-separated target names")
     w.add_argument("-o", "--output", default=None, help="write CSV here instead of stdout")
+    w.add_argument("--force", action="store_true", help="overwrite an existing file")
     w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub.add_parser("presets", help="list built-in models")
     return parser
@@ -130,35 +172,42 @@ def _tty_progress():
     return report, out
 
 
-def _run_analysis(args):
-    from irtools.analysis import analyze
+def _options(args, **overrides):
+    """The pipeline options of a model command's arguments."""
+    from irtools.pipeline import Options
 
-    bindings = parse_dims(args.dim)
+    fields = dict(
+        model=args.model, scenario=args.scenario, bindings=parse_dims(args.dim), line_module=args.module,
+        symbolic_config=args.symbolic_config, collapse_layers=args.collapse_layers, target=args.target, mode=args.mode,
+        kv_cache=args.kv_cache,
+    )
+    fields.update(overrides)
+    return Options(**fields)
+
+
+def _run_analysis(args, **overrides):
+    from irtools import pipeline
+
+    options = _options(args, **overrides)
     report, out = _tty_progress() if (args.model or "").endswith(".onnx") else (None, None)
+    options.progress = report
     try:
         with quiet_stderr(not args.debug):
-            return analyze(
-                args.model, args.scenario, bindings, line_module=args.module,
-                symbolic_config=args.symbolic_config, collapse_layers=args.collapse_layers, progress=report,
-            )
+            return pipeline.run(options)
     finally:
         if out is not None:
             out.close()
 
 
 def _export(args) -> int:
-    from irtools.export import EXPORTERS, as_report
+    from irtools.export import EXPORTERS, as_report, write_atomic
 
-    result = _run_analysis(args)
     if args.format == "module-analysis":  # the seed's format: one document per module class
-        from irtools.export import write_atomic
-        from passes.compose import module_documents
-
-        text = json.dumps(module_documents(result.ir), indent=2) + "\n"
+        result = _run_analysis(args, module_documents=True)
+        text = json.dumps(result.module_documents, indent=2) + "\n"
         print(write_atomic(args.output, text, force=args.force))
         return 0
-    target = args.target or ("h100-sxm" if args.mode else None)
-    report = as_report(result, target=target, mode=args.mode or "fused")
+    report = as_report(_run_analysis(args))
     opts = {"depth": args.depth} if args.depth is not None else {}
     for path in EXPORTERS[args.format](report, args.output, force=args.force, **opts):
         print(path)
@@ -166,10 +215,10 @@ def _export(args) -> int:
 
 
 def _annotate(args) -> int:
-    from passes.onnx_annotate import annotate_onnx
+    from passes.compiler.onnx_annotate import annotate_onnx
 
     with quiet_stderr(not args.debug):
-        totals = annotate_onnx(args.input, args.output)
+        totals = annotate_onnx(args.input, args.output, force=args.force)
     print(f"{args.output}: " + ", ".join(f"{k}={v}" for k, v in totals.items()))
     return 0
 
@@ -185,9 +234,9 @@ def _targets(_args) -> int:
 
 
 def _calibrate(args) -> int:
-    from passes.calibrate import calibrate
+    from irtools.hardware.calibrate import calibrate
 
-    target = calibrate(progress=not args.quiet, path=args.output)
+    target = calibrate(progress=not args.quiet, path=args.output, force=args.force)
     print(f"wrote {target.path}")
     return 0
 
@@ -195,63 +244,47 @@ def _calibrate(args) -> int:
 def _sweep(args) -> int:
     import numpy as np
 
-    from passes.fusion import build_kernels
-    from passes.roofline import grid_product, sweep
+    from irtools.result import check_bindings
+    from passes.roofline import grid_product, sweep, time_expr
 
-    result = _run_analysis(args)
+    if not any(t.strip() for t in args.targets.split(",")):  # before the analysis
+        raise UsageError(f"--targets {args.targets!r} names no target (see `irtools targets`)")
+    result = _run_analysis(args, mode=args.mode or "fused")
     axes = {}
     for item in args.grid:
         name, sep, values = item.partition("=")
         if not sep:
             raise UsageError(f"--grid expects NAME=V1,V2,..., got {item!r}")
-        try:
-            axes[name] = [float(v) for v in values.split(",")]
-        except ValueError:
-            raise UsageError(f"--grid {name}: values must be numbers, got {values!r}") from None
-    from irtools.analysis import check_bindings
-
+        axes[name] = [float(parse_number("--grid", name, v)) for v in values.split(",")]
     for name, values in axes.items():
         for v in values:
             check_bindings(result.symbols, {name: int(v) if float(v).is_integer() else v})
     grid = grid_product(**axes) if axes else {}
-    kernels = build_kernels(result.ir, args.mode or "fused")
+    kernels = result.kernels
     fixed = {k: v for k, v in result.bindings.items() if k not in axes}
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    from passes.roofline import time_expr
-
     times = {t: sweep(time_expr(kernels, t, fixed), grid)["value"] for t in targets}
     n = len(next(iter(grid.values()))) if grid else 1
     rows = [",".join([*axes, *(f"time_s[{t}]" for t in targets)])]
     for i in range(n):
         cells = [f"{grid[a][i]:g}" for a in axes] + [f"{np.atleast_1d(times[t])[i if n > 1 else 0]:.6g}" for t in targets]
         rows.append(",".join(cells))
-    write_output("\n".join(rows) + "\n", args.output)
+    write_output("\n".join(rows) + "\n", args.output, args.force)
     return 0
 
 
 def _analyze(args) -> int:
     from irtools.export.text import RENDERERS
 
-    result = _run_analysis(args)
-    report = result.to_dict()
-    if args.target or args.mode:
-        report.update(_roofline(result, args.target or "h100-sxm", args.mode or "fused"))
+    report = _run_analysis(args).to_dict()
     text = json.dumps(report, indent=2) + "\n" if args.format == "json" else RENDERERS[args.format](report)
-    write_output(text, args.output)
+    write_output(text, args.output, args.force)
     return 0
 
 
-def _roofline(result, target_name: str, mode: str) -> dict:
-    from irtools.hardware import load_target
-    from passes.fusion import build_kernels
-    from passes.roofline import estimate, kernels_report
-
-    return kernels_report(estimate(build_kernels(result.ir, mode), load_target(target_name), result.bindings))
-
-
 def _presets(_args) -> int:
-    from irtools.hf import HF_CONFIGS
-    from irtools.presets import PRESETS
+    from irtools.recipes.hf import HF_CONFIGS
+    from irtools.recipes.presets import PRESETS
 
     for p in PRESETS.values():
         print(f"{p.name:24s} {p.description}")
@@ -273,19 +306,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        check_onnx_options(args, sys.argv[1:] if argv is None else list(argv))
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line unless --debug
         if args.debug:
             raise
-        from irtools.capture.torch_export import CaptureError
-        from irtools.export import ExportError
-
-        known = (UsageError, CaptureError, ExportError, ValueError, FileNotFoundError, OSError)
+        known = (IrtoolsError, ValueError, FileNotFoundError, OSError)
         prefix = "" if isinstance(exc, known) else f"{type(exc).__name__}: "
         message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"irtools: error: {prefix}{message}", file=sys.stderr)
+        from irtools.export.escape import printable  # names in messages never drive the terminal
+
+        print(f"irtools: error: {printable(prefix + message)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -1,13 +1,21 @@
-"""The JSON report (schema ``irtools.report/1``, ../shared/DESIGN.md): data, no rendering."""
+"""The JSON report (schema ``irtools.report/1``, docs/report.md), built once from an
+``AnalysisResult``: it serializes what the pipeline computed and computes nothing itself."""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
-from irtools.symbols import pretty
+from irtools.ir import is_layer_stack
+from irtools.ir.symbols import pretty
 
 SCHEMA = "irtools.report/1"
+KV_CACHE_TEXT = {
+    "copy": {"model": "copy", "description": "the cache is concatenated each step (transformers DynamicCache): "
+             "the whole cache is read and rewritten, then read by attention"},
+    "static": {"model": "static", "description": "a preallocated (static or paged) cache written in place: only "
+               "the new tokens are written; attention reads the whole cache once"},
+}
 
 
 @functools.lru_cache(maxsize=65536)
@@ -53,16 +61,16 @@ def _module(result, m) -> dict[str, Any]:
             groups[-1].append(child)
         else:
             groups.append([child])
-    from passes.hierarchy import is_layer_stack
-
-    layers = result.ir.meta.get("config_symbols", {}).get("num_layers")
+    meta = result.ir.meta
+    layers = (meta.config_symbols or {}).get("num_layers")
+    traced = meta.collapse.traced_layers if meta.collapse else layers
     children = []
     for group in groups:
         entry = _module(result, group[0])
         if len(group) > 1:
             entry["repeat"] = len(group)
             entry["paths"] = [g.path for g in group]
-            if (result.ir.meta.get("collapsed_layers") or layers) == len(group) and is_layer_stack(entry["paths"]):
+            if traced == len(group) and is_layer_stack(entry["paths"]):
                 entry["repeat"], entry["repeat_symbol"] = layers, "num_layers"
         children.append(entry)
     return {
@@ -118,7 +126,7 @@ def _analysis_text(e) -> str:
 
 
 def _config_symbolic(ir) -> dict[str, Any] | None:
-    gen = ir.meta.get("generalized")
+    gen = ir.meta.generalized
     if gen is None:
         return None
     return {
@@ -129,19 +137,8 @@ def _config_symbolic(ir) -> dict[str, Any] | None:
     }
 
 
-def _composed(result) -> dict[str, Any] | None:
-    """Totals composed hierarchically with ``num_layers`` symbolic (config-symbolic runs)."""
-    if result.ir.meta.get("generalized") is None and not result.ir.meta.get("collapsed_layers"):
-        return None
-    from passes.compose import composed_costs
-
-    return {k: cost(result, v) for k, v in composed_costs(result.ir).items()}
-
-
-def _coverage(ir) -> dict[str, Any]:
-    from passes.annotate_costs import coverage
-
-    cov = coverage(ir)
+def _coverage(result) -> dict[str, Any]:
+    cov = result.coverage
     return {
         "ops_seen": sorted(cov["seen"]),
         "ops_supported": cov["supported"],
@@ -150,9 +147,69 @@ def _coverage(ir) -> dict[str, Any]:
     }
 
 
-def build_report(result) -> dict[str, Any]:
-    ir = result.ir
+def _collapse(ir) -> dict[str, Any] | None:
+    c = ir.meta.collapse
+    return None if c is None else {"traced_layers": c.traced_layers, "num_layers": c.num_layers, "stack": c.stack}
+
+
+def _plain(expr, value) -> dict:
+    return {"expr": text(expr), "value": value}
+
+
+def _sum(values) -> float | None:
+    values = list(values)
+    return None if any(v is None for v in values) else float(sum(values))
+
+
+def _times(kernel_time, key: str) -> float | None:
+    value = kernel_time.values.get(key)
+    return None if value is None else kernel_time.kernel.repeat * value
+
+
+def kernels_report(roofline) -> dict[str, Any]:
+    """The kernel keys (docs/report.md) of a :class:`passes.roofline.RooflineResult`."""
+    kernels = []
+    for kt in roofline.kernels:
+        k = kt.kernel
+        kernels.append({
+            "id": k.id,
+            "nodes": list(k.nodes),
+            "kinds": list(k.kinds),
+            "pattern": k.pattern,
+            "module": k.module,
+            "flops": _plain(k.flops, kt.values.get("flops")),
+            "bytes": _plain(k.bytes, kt.values.get("bytes")),
+            "bytes_read": _plain(k.bytes_read, None),
+            "bytes_written": _plain(k.bytes_written, None),
+            "time_s": _plain(kt.time, kt.values.get("time")),
+            "bound": kt.bound,
+            "dtype": kt.dtype,
+            "attainable_flops": kt.attainable_flops,
+        })
+        if k.repeat != 1:
+            kernels[-1]["repeat"] = k.repeat
+    kg = roofline.kernel_graph
     return {
+        "mode": roofline.mode,
+        "target": roofline.target.to_dict(),
+        "time_s": _plain(roofline.time, roofline.value),
+        "kernel_totals": {
+            "count": kg.launches,
+            "flops": _plain(kg.total("flops"), _sum(_times(kt, "flops") for kt in roofline.kernels)),
+            "bytes": _plain(kg.total("bytes"), _sum(_times(kt, "bytes") for kt in roofline.kernels)),
+        },
+        "kernels": kernels,
+        "time_by_module": [{"path": r.key, "class": r.label, "time_s": _plain(r.time, r.value), "kernels": r.kernels}
+                           for r in roofline.modules],
+        "time_by_line": [{"line": r.key, "code": r.label, "time_s": _plain(r.time, r.value), "kernels": r.kernels}
+                         for r in roofline.lines],
+    }
+
+
+def build_report(result, edges: bool = False) -> dict[str, Any]:
+    """The report dict of ``result``; ``edges`` adds ``[[producer, consumer], ...]``."""
+    ir = result.ir
+    report = {
         "schema": SCHEMA,
         "model": ir.name,
         "frontend": ir.frontend,
@@ -168,8 +225,16 @@ def build_report(result) -> dict[str, Any]:
             "kernels": [line_entry(result, e) for e in result.lines.entries],
         },
         "config_symbolic": _config_symbolic(ir),
-        "composed": _composed(result),
-        "collapsed": result.ir.meta.get("collapse_info"),
+        "composed": None if result.composed is None else {k: cost(result, v) for k, v in result.composed.items()},
+        "collapsed": _collapse(ir),
         "unsupported": [{"op": op, "count": n} for op, n in result.unsupported],
-        "coverage": _coverage(ir),
+        "coverage": _coverage(result),
     }
+    if any(spec.role == "kv_cache" for spec in ir.inputs.values()):
+        report["kv_cache"] = KV_CACHE_TEXT[ir.meta.kv_cache or "copy"]
+    if edges:
+        ids = {n["id"] for n in report["nodes"]}
+        report["edges"] = [[u, v] for u, v in ir.graph.edges() if u in ids and v in ids]
+    if result.roofline is not None:
+        report.update(kernels_report(result.roofline))
+    return report

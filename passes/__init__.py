@@ -1,1 +1,1 @@
-"""Analysis passes over the irtools IR; ``passes.pipeline`` lists them in order."""
+"""Analysis passes over the irtools IR; ``irtools.pipeline`` lists them in order."""

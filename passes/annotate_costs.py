@@ -14,6 +14,7 @@ import sympy
 
 from irtools.ir import IRGraph
 from passes.costs import Cost, OpCall, lookup
+from passes.kv_cache import cache_update_cost
 
 _ZERO = sympy.Integer(0)
 
@@ -32,8 +33,11 @@ def _key(call: OpCall):
 def annotate_costs(ir: IRGraph) -> IRGraph:
     """Annotate every node of ``ir`` in place (and return it)."""
     cache: dict = {}
+    kv_model = ir.meta.kv_cache or "copy"
     for _node_id, attrs in ir.nodes():
         call = OpCall(attrs["op"], tuple(attrs["inputs"]), tuple(attrs["outputs"]), dict(attrs["args"]))
+        for sub_ir in (attrs["args"].get("subgraphs") or {}).values():  # bodies first (If, Loop, Scan)
+            annotate_costs(sub_ir)
         entry = lookup(call.op)
         cost, kind, unsupported = Cost(), "unknown", entry is None
         if attrs.get("input_setup"):  # rebuilding a structured input (see capture): free
@@ -52,6 +56,9 @@ def annotate_costs(ir: IRGraph) -> IRGraph:
                 cost = Cost(*(_expand(e) for e in (cost.flops, cost.bytes_read, cost.bytes_written, cost.matmul_flops)), cost.alias)
                 if key is not None:
                     cache[key] = cost
+        update = cache_update_cost(attrs, kv_model) if entry is not None else None
+        if update is not None:  # a KV-cache write under the static cache model
+            cost = Cost(cost.flops, *(_expand(e) for e in update), cost.matmul_flops, cost.alias)
         attrs.update(
             kind=kind,
             flops=cost.flops,

@@ -17,11 +17,10 @@ from typing import Any
 import sympy
 
 from irtools.ir import IRGraph
-from irtools.symbols import pretty, sym
+from irtools.ir.kinds import COSTS
+from irtools.ir.symbols import pretty, sym
 from passes.hierarchy import layer_factor
 from passes.lines import LineEntry, line_table, module_call_args
-
-COSTS = ("flops", "bytes_read", "bytes_written")
 
 
 @dataclass
@@ -64,8 +63,8 @@ def _abstract(expr: sympy.Expr, args, params) -> sympy.Expr:
 
 
 def build_templates(ir: IRGraph) -> dict[str, Template]:
-    """One template per module class (the root included); writes ``ir.meta["templates"]``."""
-    tree = ir.meta["modules"]
+    """One template per module class (the root included); writes ``ir.meta.templates``."""
+    tree = ir.meta.modules
     by_class: dict[str, list[str]] = {}
     for path, data in tree.nodes(data=True):
         by_class.setdefault(data["cls"], []).append(path)
@@ -82,13 +81,13 @@ def build_templates(ir: IRGraph) -> dict[str, Template]:
                 template.general = False
                 break
         templates[cls] = template
-    ir.meta["templates"] = templates
+    ir.meta.templates = templates
     return templates
 
 
 def _children_calls(ir: IRGraph, path: str):
     """(class, args, [paths]) groups of the direct children of ``path``."""
-    tree = ir.meta["modules"]
+    tree = ir.meta.modules
     groups: dict[tuple, list[str]] = {}
     for child in tree.successors(path):
         key = (tree.nodes[child]["cls"], module_call_args(ir, child, tree))
@@ -105,7 +104,7 @@ def composed_costs(ir: IRGraph, path: str = "") -> dict[str, sympy.Expr]:
     """Costs of ``path`` composed from its own ops and its children, a group of identical
     siblings counted once times its size — ``num_layers`` when that is the config's layer
     count. With ``num_layers`` bound, this equals the flat (captured) costs."""
-    tree = ir.meta["modules"]
+    tree = ir.meta.modules
     total = _own(ir, path)
     for paths in _children_calls(ir, path).values():
         first = tree.nodes[paths[0]]
@@ -151,11 +150,11 @@ def _kernel(entry: LineEntry, template: Template, args) -> dict[str, Any]:
 
 def module_documents(ir: IRGraph) -> list[dict[str, Any]]:
     """The seed's module-analysis JSON: one document per class, in its own parameters."""
-    templates = ir.meta.get("templates") or build_templates(ir)
+    templates = ir.meta.templates or build_templates(ir)
     docs = []
     for cls, template in templates.items():
         path = template.instances[0]
-        args = module_call_args(ir, path, ir.meta["modules"])
+        args = module_call_args(ir, path, ir.meta.modules)
         table = line_table(ir, path)
         docs.append({
             "class_name": cls,
@@ -171,7 +170,7 @@ def module_documents(ir: IRGraph) -> list[dict[str, Any]]:
 def expand_document(docs: list[dict[str, Any]], cls: str, cost: str = "flops") -> sympy.Expr:
     """Expand a class's document through its ``${Class}(args)`` references (recursively),
     in the class's own parameters; at the root this is the model total."""
-    from irtools.symbols import from_kv_len, parse
+    from irtools.ir.symbols import from_kv_len, parse
 
     def read(text: str) -> sympy.Expr:
         return from_kv_len(parse(text))

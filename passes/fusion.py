@@ -1,6 +1,6 @@
 """Fusion pass: group the op nodes of an IR into the kernels a compiler would launch.
 
-Modes (../shared/DESIGN.md, "Fusion modes and the roofline"):
+Modes (docs/conventions.md, "Fusion modes and the roofline"):
 
 - ``eager``: one kernel per op that is neither an alias (view, eval dropout, same-dtype
   ``to``) nor free (``sym_size``, assertions); its bytes are the node's own bytes.
@@ -54,6 +54,7 @@ class Kernel:
     anchor: str = ""  # the member that names the kernel (GEMM, reduction, or last node)
     scope: tuple[Scope, ...] = ()
     source: SourceLoc | None = None
+    repeat: int = 1  # launches per model run (layer collapse: a traced block stands for many)
 
     @property
     def bytes(self) -> sympy.Expr:
@@ -89,8 +90,13 @@ class KernelGraph:
         return iter(self.kernels)
 
     def total(self, attr: str) -> sympy.Expr:
-        """Sum of a kernel attribute (``flops``, ``bytes``, ``bytes_read`` ...) over kernels."""
-        return sympy.expand(sympy.Add(*(getattr(k, attr) for k in self.kernels)))
+        """Sum of a kernel attribute (``flops``, ``bytes``, ``bytes_read`` ...) over every launch."""
+        return sympy.expand(sympy.Add(*(k.repeat * getattr(k, attr) for k in self.kernels)))
+
+    @property
+    def launches(self) -> int:
+        """Kernel launches per model run (each kernel counted ``repeat`` times)."""
+        return sum(k.repeat for k in self.kernels)
 
 
 # ---- tensor bookkeeping: who produces and who consumes each materialized tensor ----------
@@ -126,11 +132,6 @@ class _Tensors:
         g = ir.graph
         self.ir = ir
         self.order = {n: i for i, n in enumerate(g.nodes)}
-        self.tensor_of: dict[str, tuple] = {}  # frontend tensor name -> (producer, output index)
-        for n, attrs in g.nodes(data=True):
-            for j, name in enumerate((attrs.get("tensor_names") or {}).get("outputs", [])):
-                if name:
-                    self.tensor_of[name] = (n, j)
         self.origin: dict[tuple, tuple] = {}  # (node, out idx) -> origin
         self.reads: dict[str, list[_Read]] = {}
         self.uses: dict[tuple, set[str]] = {}  # origin -> materializing consumers
@@ -151,51 +152,39 @@ class _Tensors:
         self.outputs = self._graph_outputs()
 
     def _match(self, n: str, attrs: dict) -> list[_Read]:
-        """Each tensor input's producer: by tensor name where the frontend kept names, else by
-        spec identity, else by equal spec (preferring a predecessor not matched yet)."""
-        preds = list(self.ir.graph.predecessors(n))
-        names = (attrs.get("tensor_names") or {}).get("inputs")
-        out, used = [], set()
+        """Each tensor input's producer, from the value the IR says feeds it; graph inputs,
+        parameters and initializers are external origins."""
+        values = attrs["input_values"]
+        out = []
         for i, spec in enumerate(attrs["inputs"]):
             if spec is None:
                 continue
-            found, name = None, names[i] if names is not None and i < len(names) else None
-            if name is not None:  # named tensors: a graph input or initializer when no node makes it
-                found = self.tensor_of.get(name)
+            value_id = values[i] if i < len(values) else None
+            value = self.ir.values.get(value_id) if value_id is not None else None
+            if value is None or value.producer is None or value.producer not in self.ir.graph:
+                origin = ("ext", value_id or spec.alias_of or id(spec))
+                out.append(_Read(spec, origin, (origin, value_id or id(spec))))
             else:
-                cands = [(p, j) for p in preds for j, o in enumerate(self.ir.graph.nodes[p]["outputs"]) if o is not None]
-                for same in (lambda a, b: a is b, lambda a, b: a == b):
-                    hits = [(p, j) for p, j in cands if same(self.ir.graph.nodes[p]["outputs"][j], spec)]
-                    found = next((h for h in hits if h not in used), hits[0] if hits else None)
-                    if found:
-                        break
-            if found:
-                used.add(found)
-            if found is None:
-                origin = ("ext", name or spec.alias_of or id(spec))
-                out.append(_Read(spec, origin, (origin, name or id(spec))))
-            else:
+                found = (value.producer, value.index)
                 origin = self.origin.get(found, found)
                 out.append(_Read(spec, origin, (origin, found if spec.alias_of is None else id(spec))))
         return out
 
     def _graph_outputs(self) -> set[tuple]:
-        """Origins of the graph's outputs: ``ir.meta['outputs']``, the exported program's, or sinks."""
+        """Origins of the graph's outputs (``ir.meta.output_values``), or of its sinks."""
         g = self.ir.graph
-        names = self.ir.meta.get("outputs")
-        if names is None and self.ir.meta.get("exported_program") is not None:
-            ep = self.ir.meta["exported_program"]
-            out_node = next(n for n in ep.graph.nodes if n.op == "output")
-            names = [a.name for a in out_node.all_input_nodes]
-        if names is None:
-            names = [n for n in g.nodes if g.out_degree(n) == 0 and not is_free(g.nodes[n])]
         found = set()
-        for name in names:
-            if name in g:
-                for j, _ in enumerate(g.nodes[name]["outputs"]):
-                    found.add(self.origin.get((name, j), (name, j)))
-            elif name in self.tensor_of:  # ONNX: graph outputs are tensor names
-                found.add(self.origin.get(self.tensor_of[name], self.tensor_of[name]))
+        if self.ir.meta.output_values is None:
+            for n in g.nodes:
+                if g.out_degree(n) == 0 and not is_free(g.nodes[n]):
+                    for j, _ in enumerate(g.nodes[n]["outputs"]):
+                        found.add(self.origin.get((n, j), (n, j)))
+            return found
+        for value_id in self.ir.meta.output_values:
+            value = self.ir.values.get(value_id)
+            if value is not None and value.producer is not None:
+                key = (value.producer, value.index)
+                found.add(self.origin.get(key, key))
         return found
 
     def escapes(self, origin: tuple, members: set[str]) -> bool:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import sympy
 
-from irtools.config_symbols import ProbeSpace, probe_values
 from irtools.ir import IRGraph, TensorSpec
-from irtools.symbols import sym
+from irtools.ir.kinds import ALL_COSTS
+from irtools.ir.symbols import sym
+from irtools.recipes.config_symbols import ProbeSpace, probe_values
 from passes.annotate_costs import annotate_costs
 
-COSTS = ("flops", "bytes_read", "bytes_written", "matmul_flops")
 MAX_REMAINDER = 64  # a factored dim's leftover constant above this stays numeric
 
 
@@ -92,6 +92,7 @@ def generalize(
     irs = [capture_at(v) for v in probes]
     symbolize_shapes(irs[0], space, probes[0])
     for ir in irs:
+        ir.meta.kv_cache = real.meta.kv_cache
         annotate_costs(ir)
 
     # the config symbols' values at each verifying probe: solve meaning(prime) for symbols
@@ -110,10 +111,10 @@ def generalize(
     for node_id, attrs in real.nodes():
         ok = node_id in probe_nodes and all(node_id in ir.graph.nodes for _, ir in checks)
         if ok:
-            raw = {c: probe_nodes[node_id][c] for c in COSTS}
-            ok = all(_equal(raw[c], ir.graph.nodes[node_id][c], cfg) for cfg, ir in checks for c in COSTS)
+            raw = {c: probe_nodes[node_id][c] for c in ALL_COSTS}
+            ok = all(_equal(raw[c], ir.graph.nodes[node_id][c], cfg) for cfg, ir in checks for c in ALL_COSTS)
         if ok:
-            attrs.update({c: canonicalize(raw[c], space, real_symbols) for c in COSTS})
+            attrs.update({c: canonicalize(raw[c], space, real_symbols) for c in ALL_COSTS})
             attrs["inputs"] = [canonical_spec(t) for t in probe_nodes[node_id]["inputs"]]
             attrs["outputs"] = [canonical_spec(t) for t in probe_nodes[node_id]["outputs"]]
             attrs["config_symbolic"] = True
@@ -121,7 +122,7 @@ def generalize(
         else:
             attrs["config_symbolic"] = False
             numeric.append(node_id)
-    real.meta["config_symbols"] = real_symbols
+    real.meta.config_symbols = real_symbols
     return Generalized(real_symbols, verified, numeric)
 
 

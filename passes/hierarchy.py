@@ -1,7 +1,7 @@
 """Hierarchy pass: a networkx tree of module scopes, each holding its subtree's cost sums.
 
 Reads node ``scope``, ``flops``, ``bytes_read``, ``bytes_written``; writes node attr
-``module`` (innermost path) and ``ir.meta["modules"]``: a DiGraph rooted at path ``""`` whose
+``module`` (innermost path) and ``ir.meta.modules``: a DiGraph rooted at path ``""`` whose
 nodes carry ``cls``, ``flops``, ``bytes_read``, ``bytes_written`` and ``nodes`` (op ids).
 """
 
@@ -12,20 +12,8 @@ import re
 import networkx as nx
 import sympy
 
-from irtools.ir import IRGraph
-
-COSTS = ("flops", "bytes_read", "bytes_written")
-
-
-def is_layer_stack(paths: list[str]) -> bool:
-    """``h.0``, ``h.1``, …: the members of one ModuleList, in order (not ln_1 and ln_2)."""
-    matches = [re.fullmatch(r"(.*)\.(\d+)", p) for p in paths]
-    return (
-        len(paths) > 1
-        and all(matches)
-        and len({m.group(1) for m in matches}) == 1
-        and [int(m.group(2)) for m in matches] == list(range(len(paths)))
-    )
+from irtools.ir import IRGraph, is_layer_stack
+from irtools.ir.kinds import COSTS
 
 
 def layer_stacks(tree) -> list[list[str]]:
@@ -43,7 +31,7 @@ def layer_factor(ir: IRGraph, paths: list[str]):
     traced, when blocks are collapsed), else the count."""
     import sympy
 
-    layers = ir.meta.get("collapsed_layers") or ir.meta.get("config_symbols", {}).get("num_layers")
+    layers = (ir.meta.collapse.traced_layers if ir.meta.collapse else None) or (ir.meta.config_symbols or {}).get("num_layers")
     if layers and len(paths) == layers and is_layer_stack(paths):
         return sympy.Symbol("num_layers", positive=True, integer=True)
     return len(paths)
@@ -51,7 +39,7 @@ def layer_factor(ir: IRGraph, paths: list[str]):
 
 def build_hierarchy(ir: IRGraph) -> IRGraph:
     tree = nx.DiGraph()
-    root_cls = ir.meta.get("root_class", "")
+    root_cls = ir.meta.root_class or ""
     tree.add_node("", cls=root_cls, nodes=[], own=[])
     for node_id, attrs in ir.nodes():
         scopes = attrs["scope"] or []
@@ -74,5 +62,5 @@ def build_hierarchy(ir: IRGraph) -> IRGraph:
             parts += [tree.nodes[child][c] for child in tree.successors(path)]
             data[c] = sympy.expand(sympy.Add(*parts))
         del data["own"]
-    ir.meta["modules"] = tree
+    ir.meta.modules = tree
     return ir

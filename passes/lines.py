@@ -5,7 +5,7 @@ the line of that module's ``forward`` it came from (found in the node's frame ch
 Lines that call a child module are ``composite`` and reference it as
 ``${qualified.Class}(args)``; lines of own ops are ``basic`` with explicit formulas; lines
 calling a helper method (``_attn``) carry that helper's own lines as ``sub_entries``.
-Writes ``ir.meta["lines"]`` (a :class:`LineTable`).
+Writes ``ir.meta.lines`` (a :class:`LineTable`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import networkx as nx
 import sympy
 
 from irtools.ir import Frame, IRGraph, TensorSpec
-from irtools.symbols import pretty
+from irtools.ir.symbols import pretty
 from passes.hierarchy import layer_factor
 
 SKIP_KINDS = {"free"}
@@ -167,12 +167,16 @@ def _owner_frame(frames: tuple[Frame, ...], file: str | None, span: tuple[int, i
 
 
 def _class_source(cls_name: str) -> tuple[str | None, tuple[int, int] | None]:
-    import importlib
+    """File and line span of an already-loaded class's ``forward``. Nothing is ever imported:
+    a class name can come from a file's metadata (ONNX), which is data, never code."""
     import inspect
+    import sys
 
     module_name, _, qual = cls_name.rpartition(".")
+    obj = sys.modules.get(module_name)
+    if obj is None:
+        return None, None
     try:
-        obj = importlib.import_module(module_name)
         for part in qual.split("."):
             obj = getattr(obj, part)
         forward = inspect.unwrap(obj.forward)  # decorated forwards (transformers' wrappers)
@@ -239,11 +243,12 @@ def _entries(ir, items, depth, tree, function, file=None) -> list[LineEntry]:
 
 def line_table(ir: IRGraph, path: str = "") -> LineTable:
     """The line table of the module at ``path`` (the modules pass must have run)."""
-    tree = ir.meta["modules"]
+    tree = ir.meta.modules
     if path not in tree:
         raise ValueError(f"no module at path {path!r} (modules: {', '.join(sorted(p or '<root>' for p in tree)[:12])})")
     cls_name = tree.nodes[path]["cls"]
-    file, span = _class_source(cls_name)
+    # ONNX: source lines come only from the file itself (its frames), never from a class it names
+    file, span = _class_source(cls_name) if ir.frontend != "onnx" else (None, None)
     depth = len(nx.shortest_path(tree, "", path)) - 1  # levels below the root ("h.0" is one)
     items = []
     for nid in tree.nodes[path]["nodes"]:
@@ -257,6 +262,6 @@ def line_table(ir: IRGraph, path: str = "") -> LineTable:
 
 
 def build_lines(ir: IRGraph, path: str = "") -> IRGraph:
-    """Write the line table of the module at ``path`` into ``ir.meta["lines"]``."""
-    ir.meta["lines"] = line_table(ir, path)
+    """Write the line table of the module at ``path`` into ``ir.meta.lines``."""
+    ir.meta.lines = line_table(ir, path)
     return ir

@@ -29,7 +29,7 @@ import numpy as np
 import sympy
 
 from irtools.hardware import Target, load_target
-from irtools.symbols import from_kv_len, sym
+from irtools.ir.symbols import as_expr, from_kv_len, sym
 from passes.fusion import Kernel, KernelGraph
 
 DTYPE_OF_BYTES = ((0.5, "fp4"), (1, "fp8"), (2, "bf16"), (4, "fp32"), (8, "fp64"))
@@ -124,7 +124,7 @@ def normalize_bindings(bindings: Mapping[str, float] | None) -> dict[str, float]
 def evaluate_all(exprs: list, bindings: Mapping[str, float]) -> list[float | None]:
     """Values of many expressions at once (one ``lambdify``); None where symbols stay free."""
     bound = {sym(k): v for k, v in bindings.items()}
-    exprs = [from_kv_len(sympy.sympify(e)) for e in exprs]
+    exprs = [from_kv_len(as_expr(e)) for e in exprs]
     ok = [i for i, e in enumerate(exprs) if e.free_symbols <= set(bound)]
     out: list[float | None] = [None] * len(exprs)
     if ok:
@@ -138,7 +138,7 @@ def evaluate_all(exprs: list, bindings: Mapping[str, float]) -> list[float | Non
 def interpolate(points, x) -> sympy.Expr:
     """Piecewise-linear interpolation of ``[(x, y), ...]`` (x ascending) at ``x``, clamped at the ends."""
     points = [(sympy.Float(a), sympy.Float(b)) for a, b in points]
-    x = sympy.sympify(x)
+    x = as_expr(x)
     if x.is_number:
         xv = float(x)
         if xv <= points[0][0]:
@@ -222,7 +222,8 @@ def time_expr(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping
     """The model's total time on ``target`` (sum over kernels), symbolic in unbound symbols."""
     target = load_target(target)
     bindings = normalize_bindings(bindings)
-    total = sympy.Add(*(kernel_time(k, target, bindings, _dims(kernel_graph, k, target))[2] for k in kernel_graph.kernels))
+    total = sympy.Add(*(k.repeat * kernel_time(k, target, bindings, _dims(kernel_graph, k, target))[2]
+                        for k in kernel_graph.kernels))
     return total.subs({sym(k): v for k, v in bindings.items()}) if bindings else total
 
 
@@ -230,13 +231,15 @@ def _rollups(items: list[tuple[list[tuple[str, str]], KernelTime]]) -> list[Roll
     acc: dict[str, list] = {}
     for keys, kt in items:
         for key, label in keys:
-            entry = acc.setdefault(key, [label, [], []])
-            entry[1].append(kt.time)
-            entry[2].append(kt.values.get("time"))
+            entry = acc.setdefault(key, [label, [], [], 0])
+            entry[1].append(kt.kernel.repeat * kt.time)
+            value = kt.values.get("time")
+            entry[2].append(None if value is None else kt.kernel.repeat * value)
+            entry[3] += kt.kernel.repeat
     out = []
-    for key, (label, times, values) in acc.items():
+    for key, (label, times, values, launches) in acc.items():
         value = None if any(v is None for v in values) else float(sum(values))
-        out.append(Rollup(key, label, sympy.Add(*times), value, len(times)))
+        out.append(Rollup(key, label, sympy.Add(*times), value, launches))
     return out
 
 
@@ -254,9 +257,9 @@ def estimate(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping[
     values = evaluate_all(exprs, bindings)
     for i, kt in enumerate(kts):
         kt.values = dict(zip(("flops", "bytes", "compute", "memory", "time"), values[5 * i : 5 * i + 5]))
-    total = sympy.Add(*(kt.time for kt in kts))
+    total = sympy.Add(*(kt.kernel.repeat * kt.time for kt in kts))
     vals = [kt.values["time"] for kt in kts]
-    total_value = None if any(v is None for v in vals) else float(sum(vals))
+    total_value = None if any(v is None for v in vals) else float(sum(kt.kernel.repeat * v for kt, v in zip(kts, vals)))
     by_module = []
     for kt in kts:
         chain = [(s.path, s.cls) for s in kt.kernel.scope] or [("", "")]
@@ -267,49 +270,6 @@ def estimate(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping[
         key = f"{src.file}:{src.line}" if src else "<unknown>"
         by_line.append(([(key, src.code if src else "")], kt))
     return RooflineResult(kernel_graph, target, bindings, kts, total, total_value, _rollups(by_module), _rollups(by_line))
-
-
-# ---- report ------------------------------------------------------------------------------
-
-
-def _cost(expr, value) -> dict:
-    return {"expr": str(expr), "value": value}
-
-
-def kernels_report(result: RooflineResult) -> dict:
-    """The report keys of ../shared/DESIGN.md for a target and a fusion mode (plus extras)."""
-    kernels = []
-    for kt in result.kernels:
-        k = kt.kernel
-        kernels.append({
-            "id": k.id,
-            "nodes": list(k.nodes),
-            "kinds": list(k.kinds),
-            "pattern": k.pattern,
-            "module": k.module,
-            "flops": _cost(k.flops, kt.values.get("flops")),
-            "bytes": _cost(k.bytes, kt.values.get("bytes")),
-            "bytes_read": _cost(k.bytes_read, None),
-            "bytes_written": _cost(k.bytes_written, None),
-            "time_s": _cost(kt.time, kt.values.get("time")),
-            "bound": kt.bound,
-            "dtype": kt.dtype,
-            "attainable_flops": kt.attainable_flops,
-        })
-    kg = result.kernel_graph
-    return {
-        "mode": result.mode,
-        "target": result.target.to_dict(),
-        "time_s": _cost(result.time, result.value),
-        "kernel_totals": {
-            "count": len(kernels),
-            "flops": _cost(kg.total("flops"), _sum(kt.values.get("flops") for kt in result.kernels)),
-            "bytes": _cost(kg.total("bytes"), _sum(kt.values.get("bytes") for kt in result.kernels)),
-        },
-        "kernels": kernels,
-        "time_by_module": [{"path": r.key, "class": r.label, "time_s": _cost(r.time, r.value), "kernels": r.kernels} for r in result.modules],
-        "time_by_line": [{"line": r.key, "code": r.label, "time_s": _cost(r.time, r.value), "kernels": r.kernels} for r in result.lines],
-    }
 
 
 def _sum(values: Iterable[float | None]) -> float | None:
@@ -329,7 +289,7 @@ def grid_product(**axes: Iterable[float]) -> dict[str, np.ndarray]:
 
 def compile_expr(expr, names: list[str]):
     """A numpy function of ``names`` (in that order) evaluating ``expr`` elementwise."""
-    expr = from_kv_len(sympy.sympify(expr))
+    expr = from_kv_len(as_expr(expr))
     return sympy.lambdify([sym(n) for n in names], expr, "numpy", cse=True)
 
 
@@ -360,7 +320,7 @@ def sweep(expr_or_result, grid: Mapping[str, np.ndarray], targets: Iterable[Targ
 
 
 def _evaluate(expr, grid: Mapping[str, np.ndarray], fixed: Mapping[str, float]) -> np.ndarray:
-    expr = from_kv_len(sympy.sympify(expr))
+    expr = from_kv_len(as_expr(expr))
     names = sorted(str(s) for s in expr.free_symbols)
     missing = [n for n in names if n not in grid and n not in fixed]
     if missing:
@@ -383,7 +343,6 @@ __all__ = [
     "evaluate_all",
     "grid_product",
     "kernel_time",
-    "kernels_report",
     "peak_expr",
     "sweep",
     "time_expr",

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from irtools.cli import main
-from irtools.symbols import parse
+from irtools.ir.symbols import parse
 
 WEIRD = 'x<script>alert("1")</script>\n"q'
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import irtools
+from irtools.ir.kinds import COSTS
 from models.gpt2_attention import GPT2Attention, GPT2Config
-from passes import torch_backend
-from passes.fx_pass import KEY, IrtoolsCostPass, annotate_exported, costs_from_meta
+from passes.compiler import torch_backend
+from passes.compiler.fx_pass import KEY, IrtoolsCostPass, annotate_exported, costs_from_meta
 
-COSTS = ("flops", "bytes_read", "bytes_written")
 DIMS = {0: "batch_size", 1: "seq_len"}
 
 
@@ -150,7 +150,7 @@ def test_backend_by_name_without_importing_irtools():
         "m = torch.nn.Linear(4, 3)\n"
         "out = torch.compile(m, backend='irtools')(torch.randn(2, 4))\n"
         "assert 'irtools' in sys.modules\n"
-        "from passes.torch_backend import reports\n"
+        "from passes.compiler.torch_backend import reports\n"
         "(r,) = reports()\n"
         "print(r.evaluate()['flops'])\n"
     )
@@ -165,7 +165,7 @@ def test_onnx_annotate_keeps_external_data(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     ort = pytest.importorskip("onnxruntime")
-    from passes.onnx_annotate import annotate_onnx
+    from passes.compiler.onnx_annotate import annotate_onnx
 
     w = numpy_helper.from_array(np.random.rand(8, 4).astype(np.float32), "W")
     nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"], name="r")]

@@ -7,16 +7,16 @@ import pytest
 import sympy
 
 from irtools.analysis import analyze_module, config_generalizer
-from irtools.capture import capture_module
-from irtools.symbols import sym
+from irtools.capture.torch.export import capture_module
+from irtools.ir.symbols import sym
 from passes.annotate_costs import annotate_costs
 from passes.compose import composed_costs, expand_document, module_documents
 
 pytest.importorskip("transformers")
-from irtools import hf  # noqa: E402
-from irtools.config_symbols import SPACES  # noqa: E402
+from irtools.ir.kinds import COSTS
+from irtools.recipes import hf  # noqa: E402
+from irtools.recipes.config_symbols import SPACES  # noqa: E402
 
-COSTS = ("flops", "bytes_read", "bytes_written")
 GPT2_TINY = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "n_inner": 96, "vocab_size": 101, "n_positions": 64}
 LLAMA_TINY = {
     "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
@@ -33,7 +33,7 @@ def symbolic(fields, scenario="prefill"):
 
 
 def seed_symbolic():
-    from irtools.presets import PRESETS, resolve_class
+    from irtools.recipes.presets import PRESETS, resolve_class
 
     recipe = PRESETS["gpt2-attention"].build(resolve_class(PRESETS["gpt2-attention"].cls_path), "decode")
     result = analyze_module(

@@ -4,7 +4,7 @@ import sympy
 import torch
 
 from irtools import analyze_module
-from irtools.symbols import sym
+from irtools.ir.symbols import sym
 
 B, S = sym("batch_size"), sym("seq_len")
 A = sym("a_bytes")

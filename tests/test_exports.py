@@ -13,15 +13,17 @@ import networkx as nx
 import pytest
 
 from irtools.export import EXPORTERS, ExportError, as_report
-from irtools.symbols import evaluate, parse
+from irtools.ir.symbols import evaluate, parse
 
 ODD = "<script>document.title='pwned'</script>\"q\" 'x' &amp;\nnl"
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
 
 
 @pytest.fixture(scope="module")
-def report(seed_prefill):
-    return as_report(seed_prefill, target="h100-sxm", mode="fused")
+def report():
+    from irtools import analyze
+
+    return as_report(analyze("gpt2-attention", "prefill", target="h100-sxm", mode="fused"))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from irtools import analyze_module
-from irtools.symbols import sym
+from irtools.ir.symbols import sym
 from tests.conftest import causal_additive_mask
 
 

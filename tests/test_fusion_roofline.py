@@ -8,9 +8,10 @@ import sympy
 
 from irtools.hardware import TargetError, list_targets, load_target, parse_target, save_target
 from irtools.ir import IRGraph, TensorSpec
-from irtools.symbols import evaluate, parse, sym
+from irtools.ir.symbols import evaluate, parse, sym
+from irtools.report import kernels_report
 from passes.fusion import build_kernels, is_kernel_node
-from passes.roofline import estimate, kernels_report, sweep, time_expr
+from passes.roofline import estimate, sweep, time_expr
 
 S, C, B = sym("seq_len"), sym("cache_len"), sym("batch_size")
 BF16 = {"a_bytes": 2, "w_bytes": 2, "kv_bytes": 2}
@@ -115,14 +116,16 @@ def _synthetic_ir() -> IRGraph:
     s = TensorSpec((n,))
     ir = IRGraph(name="synthetic", frontend="onnx")
     ir.add_op("mm", op="MatMul", kind="matmul", inputs=[x, wt], outputs=[y], flops=2 * n * k * m,
-              bytes_read=x.nbytes + wt.nbytes, bytes_written=y.nbytes, matmul_flops=2 * n * k * m, alias=False)
+              bytes_read=x.nbytes + wt.nbytes, bytes_written=y.nbytes, matmul_flops=2 * n * k * m, alias=False,
+              input_values=["x", "w"], output_values=["y"])
     ir.add_op("add", op="Add", kind="elementwise", inputs=[y, bias], outputs=[z], flops=n * m,
-              bytes_read=y.nbytes + bias.nbytes, bytes_written=z.nbytes, alias=False)
+              bytes_read=y.nbytes + bias.nbytes, bytes_written=z.nbytes, alias=False,
+              input_values=["y", "bias"], output_values=["z"])
     ir.add_op("tanh", op="Tanh", kind="elementwise", inputs=[z], outputs=[t], flops=n * m,
-              bytes_read=z.nbytes, bytes_written=t.nbytes, alias=False)
+              bytes_read=z.nbytes, bytes_written=t.nbytes, alias=False, input_values=["z"], output_values=["t"])
     ir.add_op("sum", op="ReduceSum", kind="reduction", inputs=[t], outputs=[s], flops=n * m,
-              bytes_read=t.nbytes, bytes_written=s.nbytes, alias=False)
-    ir.graph.add_edges_from([("mm", "add"), ("add", "tanh"), ("tanh", "sum")])
+              bytes_read=t.nbytes, bytes_written=s.nbytes, alias=False, input_values=["t"], output_values=["s"])
+    assert list(ir.graph.edges) == [("mm", "add"), ("add", "tanh"), ("tanh", "sum")]  # edges follow the values
     assert a in x.nbytes.free_symbols and w in wt.nbytes.free_symbols
     return ir
 
@@ -285,7 +288,7 @@ def test_sweep_equals_sympy_evaluation(kernels):
 
 
 def test_calibrate_writes_a_loadable_target(tmp_path, capsys):
-    from passes.calibrate import calibrate
+    from irtools.hardware.calibrate import calibrate
 
     t = calibrate(progress=True, path=tmp_path / "cpu-local.toml", budget_s=0.02)
     assert "calibrate [" in capsys.readouterr().err
@@ -317,7 +320,7 @@ def test_onnx_frontend_ir(tmp_path):
     """The same modes on the ONNX frontend's IR (tensor names, shape arithmetic, initializers)."""
     import torch
 
-    from irtools.capture.onnx_frontend import capture_onnx
+    from irtools.capture.onnx.frontend import capture_onnx
     from models.gpt2_attention import GPT2Attention
     from passes.annotate_costs import annotate_costs
 

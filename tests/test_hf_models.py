@@ -9,7 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 pytest.importorskip("transformers")
-from irtools import analyze, analyze_module, hf  # noqa: E402
+from irtools import analyze, analyze_module  # noqa: E402
+from irtools.recipes import hf  # noqa: E402
 from irtools.cli import main  # noqa: E402
 
 TINY = {
@@ -110,17 +111,17 @@ def test_collapsed_layers_equal_full_trace():
     fields = {**TINY["gpt2"], "n_layer": 4}
     recipe = hf._recipe_at(fields, "decode", "gpt2", "sdpa", hf_space("gpt2"))
     full = analyze_module(recipe.module, recipe.args, recipe.kwargs, recipe.dims, scenario="decode")
-    from irtools.analysis import _analyze_collapsed
+    from irtools.pipeline import Options, _run_collapsed
 
-    collapsed = _analyze_collapsed(recipe, "decode", None, "", False)
-    assert collapsed is not None and collapsed.ir.meta["collapse_info"]["num_layers"] == 4
+    collapsed = _run_collapsed(recipe, Options(scenario="decode"))
+    assert collapsed is not None and collapsed.ir.meta.collapse.num_layers == 4
     for c in ("flops", "bytes_read", "bytes_written"):
         assert sympy.expand(collapsed.totals[c].subs(sympy.Symbol("num_layers", positive=True, integer=True), 4) - full.totals[c]) == 0
         assert collapsed.evaluate()[c] == full.evaluate()[c]
 
 
 def hf_space(model_type):
-    from irtools.config_symbols import SPACES
+    from irtools.recipes.config_symbols import SPACES
 
     return SPACES[model_type]
 

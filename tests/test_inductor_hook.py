@@ -1,5 +1,5 @@
-"""Inductor's post-fusion kernels, recorded by passes/inductor_hook.py and compared with the
-``fused`` mode (passes/inductor_compare.py). Each model is compiled once, tiny, on the CPU."""
+"""Inductor's post-fusion kernels, recorded by passes/compiler/inductor_hook.py and compared with the
+``fused`` mode (passes/compiler/inductor_compare.py). Each model is compiled once, tiny, on the CPU."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-from irtools.symbols import evaluate
-from passes import torch_backend
+from irtools.ir.symbols import evaluate
+from passes.compiler import torch_backend
 from passes.fusion import _attention_patterns, _Tensors, build_kernels
-from passes.inductor_compare import compare_with_fused
-from passes.inductor_hook import hook_unavailable, record_inductor_kernels, record_nodes
+from passes.compiler.inductor_compare import compare_with_fused
+from passes.compiler.inductor_hook import hook_unavailable, record_inductor_kernels, record_nodes
 
 F32 = 4
 
@@ -120,7 +120,7 @@ def test_recording_never_raises():
 
 
 def test_missing_api_is_a_skip_reason(monkeypatch):
-    import passes.inductor_hook as hook
+    import passes.compiler.inductor_hook as hook
 
     monkeypatch.setattr(hook, "hook_unavailable", lambda: "torch 0.0 has no _post_fusion_custom_pass")
     with hook.record_inductor_kernels() as rec:

@@ -18,9 +18,10 @@ from onnx import TensorProto, helper
 
 import irtools
 from irtools.analysis import analyze_ir
-from irtools.capture.onnx_frontend import capture_onnx, coverage
+from irtools.capture.onnx.frontend import capture_onnx
 from irtools.cli import main
-from irtools.symbols import from_kv_len, sym
+from irtools.ir.symbols import from_kv_len, sym
+from passes.annotate_costs import coverage
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,12 +15,12 @@ import sympy
 import torch
 from onnx import TensorProto, helper
 
-from irtools.capture import CaptureError, capture_module
-from irtools.capture.onnx_frontend import capture_onnx, coverage
-from irtools.ir import Scope
-from irtools.symbols import evaluate, from_kv_len, sym
+from irtools.capture.onnx.frontend import capture_onnx
+from irtools.capture.torch.export import capture_module
+from irtools.ir import CaptureError, Scope
+from irtools.ir.symbols import evaluate, from_kv_len, sym
 from models.gpt2_attention import GPT2Attention
-from passes.annotate_costs import annotate_costs
+from passes.annotate_costs import annotate_costs, coverage
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -14,8 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from irtools.capture import CaptureError
-from irtools.capture.onnx_frontend import capture_onnx
+from irtools.ir import CaptureError
+from irtools.capture.onnx.frontend import capture_onnx
 from models.gpt2_attention import GPT2Attention, GPT2Config
 from passes.annotate_costs import annotate_costs
 

@@ -9,7 +9,7 @@ import sympy
 import torch
 
 from irtools import analyze_module
-from irtools.symbols import parse, sym
+from irtools.ir.symbols import parse, sym
 from models.gpt2_attention import GPT2Attention
 
 SEED = {"hidden_size": 768, "num_heads": 12, "head_dim": 64}

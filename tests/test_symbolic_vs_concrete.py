@@ -5,11 +5,11 @@ import random
 import torch
 
 from irtools import analyze_module
-from irtools.symbols import evaluate
+from irtools.ir.kinds import COSTS
+from irtools.ir.symbols import evaluate
 from models.gpt2_attention import GPT2Attention
 
 BYTES = {"w_bytes": 2, "a_bytes": 4, "kv_bytes": 1}
-COSTS = ("flops", "bytes_read", "bytes_written")
 
 
 def _costs(result, bindings):

@@ -9,14 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from irtools.export import as_report, write_atomic
+from irtools.export.escape import printable
 from irtools.export.text import human
 
 BOUND_COLORS = {"memory": "#9ecae1", "compute": "#fdae6b", None: "#eeeeee"}
 
 
 def dot_escape(text) -> str:
-    """A string safe inside a DOT double-quoted value (entities for < > &, escaped quotes)."""
-    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """A string safe inside a DOT double-quoted value (entities for < > &, escaped quotes,
+    control characters such as NUL shown as ``\\xNN``)."""
+    text = printable(text, keep_newlines=True).replace("\t", " ").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = text.replace("\\", "\\\\").replace('"', '\\"')
     return text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n")
 
@@ -134,4 +136,4 @@ def _title(report) -> str:
 
 def write_dot(obj, path, *, force: bool = False, depth: int = 2, **opts) -> list[Path]:
     """Write the DOT file for a result or report."""
-    return [write_atomic(path, render_dot(as_report(obj, **opts), depth), force=force)]
+    return [write_atomic(path, render_dot(as_report(obj), depth), force=force)]

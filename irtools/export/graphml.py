@@ -9,8 +9,8 @@ import networkx as nx
 
 from irtools.export import as_report, write_atomic
 from irtools.export.dot import shape_text
-
-COSTS = ("flops", "bytes_read", "bytes_written")
+from irtools.export.escape import printable
+from irtools.ir.kinds import COSTS
 
 
 def to_networkx(report) -> nx.DiGraph:
@@ -50,8 +50,22 @@ def to_networkx(report) -> nx.DiGraph:
     return g
 
 
+def xml_safe(g: nx.DiGraph) -> nx.DiGraph:
+    """The graph with every string (ids, attribute values) free of characters XML 1.0 cannot
+    hold (NUL, other controls): shown as ``\\xNN`` escapes (export/escape.py)."""
+    def clean(v):
+        return printable(v, keep_newlines=True) if isinstance(v, str) else v
+
+    out = nx.DiGraph()
+    out.graph.update({k: clean(v) for k, v in g.graph.items()})
+    for n, attrs in g.nodes(data=True):
+        out.add_node(clean(n), **{k: clean(v) for k, v in attrs.items()})
+    out.add_edges_from((clean(u), clean(v)) for u, v in g.edges())
+    return out
+
+
 def write_graphml(obj, path, *, force: bool = False, **opts) -> list[Path]:
     """Write the GraphML file for a result or report."""
     buf = io.BytesIO()
-    nx.write_graphml(to_networkx(as_report(obj, **opts)), buf)
+    nx.write_graphml(xml_safe(to_networkx(as_report(obj))), buf)
     return [write_atomic(path, buf.getvalue(), force=force)]

@@ -9,15 +9,16 @@ and ``&``. Symbols can also be set from the URL: ``report.html#seq_len=2048&batc
 from __future__ import annotations
 
 import json
-from html import escape
 from pathlib import Path
 
 import sympy
 
 from irtools.export import as_report, write_atomic
 from irtools.export.dot import BOUND_COLORS, shape_text
+from irtools.export.escape import finite
+from irtools.export.escape import html_text as escape  # control characters shown, not emitted
 from irtools.export.text import human
-from irtools.symbols import from_kv_len, parse
+from irtools.ir.symbols import from_kv_len, parse
 
 _REL = {sympy.LessThan: "<=", sympy.StrictLessThan: "<", sympy.GreaterThan: ">=", sympy.StrictGreaterThan: ">",
         sympy.Equality: "==", sympy.Unequality: "!="}
@@ -180,7 +181,7 @@ def graph_svg(report, max_nodes: int = 1500) -> str:
 
 
 def _json_for_script(data) -> str:
-    return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return json.dumps(finite(data), allow_nan=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_html(report) -> str:
@@ -345,4 +346,4 @@ document.body.setAttribute('data-ready','1');
 
 def write_html(obj, path, *, force: bool = False, **opts) -> list[Path]:
     """Write the HTML report for a result or report."""
-    return [write_atomic(path, render_html(as_report(obj, **opts)), force=force)]
+    return [write_atomic(path, render_html(as_report(obj)), force=force)]

@@ -9,10 +9,11 @@ not bound by the report's bindings are left out.
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 from irtools.export import ExportError, as_report, write_atomic
+from irtools.export.escape import json_text
 
 GRADIENT = [{"stop": 0, "bgColor": "#f7fbff"}, {"stop": 0.5, "bgColor": "#fdae6b"}, {"stop": 1, "bgColor": "#d62728"}]
 DEFAULT_GRAPH_ID = {"onnx": "main_graph", "torch": "graph"}
@@ -23,18 +24,22 @@ def node_values(report) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {"flops": {}, "bytes": {}}
     for n in report["nodes"]:
         f, r, w = (n[c].get("value") for c in ("flops", "bytes_read", "bytes_written"))
-        if f is not None:
+        if _finite(f):
             out["flops"][n["id"]] = f
-        if r is not None and w is not None:
+        if _finite(r) and _finite(w):
             out["bytes"][n["id"]] = r + w
     if report.get("kernels"):
         out["time"] = {}
         for k in report["kernels"]:
             t = k["time_s"].get("value")
-            if t is not None and k["nodes"]:
+            if _finite(t) and k["nodes"]:
                 for nid in k["nodes"]:
                     out["time"][nid] = t / len(k["nodes"])
     return out
+
+
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(v)
 
 
 def node_data(report, metric: str, graph_id: str | None = None) -> dict:
@@ -57,11 +62,11 @@ def output_paths(path, metrics) -> dict[str, Path]:
 
 def write_model_explorer(obj, path, *, force: bool = False, graph_id: str | None = None, **opts) -> list[Path]:
     """Write one node-data JSON per metric next to ``path``; returns the files."""
-    report = as_report(obj, **opts)
+    report = as_report(obj)
     metrics = list(node_values(report))
     paths = output_paths(path, metrics)
     if not force:
         for p in paths.values():
             if p.exists():
                 raise ExportError(f"{p} exists (use --force to overwrite)")
-    return [write_atomic(p, json.dumps(node_data(report, m, graph_id), indent=1) + "\n", force=force) for m, p in paths.items()]
+    return [write_atomic(p, json_text(node_data(report, m, graph_id), indent=1) + "\n", force=force) for m, p in paths.items()]

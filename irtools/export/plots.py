@@ -126,9 +126,9 @@ def plot_modules(report, depth: int = 1):
 
 def write_roofline(obj, path, *, force: bool = False, **opts) -> list[Path]:
     """Write the roofline plot as PNG and SVG."""
-    return _save(plot_roofline(as_report(obj, **opts)), path, force)
+    return _save(plot_roofline(as_report(obj)), path, force)
 
 
 def write_module_chart(obj, path, *, force: bool = False, depth: int = 1, **opts) -> list[Path]:
     """Write the bar chart of time (or FLOPs) by module as PNG and SVG."""
-    return _save(plot_modules(as_report(obj, **opts), depth), path, force)
+    return _save(plot_modules(as_report(obj), depth), path, force)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from irtools.symbols import parse, pretty
+from irtools.export.escape import csv_cell, md_code, md_text, printable
+from irtools.ir.symbols import parse, pretty
 
 
 def human(value, unit: str = "") -> str:
@@ -76,7 +77,7 @@ def render_table(report) -> str:
     if report["unsupported"]:
         lines.append("")
         lines.append("unsupported ops (costed 0): " + ", ".join(f"{u['op']}×{u['count']}" for u in report["unsupported"]))
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines), keep_newlines=True) + "\n"  # no escape sequence reaches a terminal
 
 
 def _kernel_lines(report) -> list[str]:
@@ -84,13 +85,15 @@ def _kernel_lines(report) -> list[str]:
     if "kernels" not in report:
         return []
     t = report["time_s"]["value"]
+    launches = report["kernel_totals"]["count"]
     out = ["", f"{report['mode']} kernels on {report['target']['name']}: {len(report['kernels'])} kernels, "
-           f"estimated time {human(t, 's')}", f"{'kernel':<28}{'kinds':<34}{'FLOPs':>10}{'bytes':>10}{'time':>11}  bound"]
-    for k in sorted(report["kernels"], key=lambda k: -(k["time_s"]["value"] or 0))[:25]:
+           f"{launches} launches, estimated time {human(t, 's')}",
+           f"{'kernel':<28}{'kinds':<34}{'FLOPs':>10}{'bytes':>10}{'time':>11}{'×':>5}  bound"]
+    for k in sorted(report["kernels"], key=lambda k: -(k["time_s"]["value"] or 0) * k.get("repeat", 1))[:25]:
         kinds = ",".join(dict.fromkeys(k["kinds"]))[:32]
         out.append(
             f"{k['id'][:27]:<28}{kinds:<34}{human(k['flops']['value']):>10}{human(k['bytes']['value'], 'B'):>10}"
-            f"{human(k['time_s']['value'], 's'):>11}  {k['bound']}"
+            f"{human(k['time_s']['value'], 's'):>11}{'×' + str(k.get('repeat', 1)):>5}  {k['bound']}"
         )
     if len(report["kernels"]) > 25:
         out.append(f"... {len(report['kernels']) - 25} more (--format json for all)")
@@ -119,7 +122,7 @@ def _module_lines(report, line_rows) -> list[str]:
 
 
 def _md_cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return md_text(text)  # HTML-escaped: a name holding <script> stays text (export/escape.py)
 
 
 def _walk_modules(modules, depth=0):
@@ -135,8 +138,8 @@ def render_markdown(report) -> str:
         out += ["## Lines", "", "| line | type | code | FLOPs | read | write | FLOPs value |", "|---|---|---|---|---|---|---|"]
         for level, k in _rows(report):
             out.append(
-                f"| {'↳ ' * level}{k['line']} | {k['kernel_type']} | `{_md_cell(k['code'])}` | `{k['flops']}` | "
-                f"`{k['memory_access']['read']}` | `{k['memory_access']['write']}` | {human(k['values']['flops'])} |"
+                f"| {'↳ ' * level}{k['line']} | {k['kernel_type']} | {md_code(k['code'])} | {md_code(k['flops'])} | "
+                f"{md_code(k['memory_access']['read'])} | {md_code(k['memory_access']['write'])} | {human(k['values']['flops'])} |"
             )
         out.append("")
     out += ["## Modules", "", "| module | class | repeat | FLOPs | read | written |", "|---|---|---|---|---|---|"]
@@ -147,19 +150,29 @@ def render_markdown(report) -> str:
         )
     if "kernels" in report:
         out += ["", f"## Kernels ({report['mode']} on {report['target']['name']})", "",
-                "| kernel | kinds | FLOPs | bytes | time | bound |", "|---|---|---|---|---|---|"]
+                "| kernel | kinds | FLOPs | bytes | time | × | bound |", "|---|---|---|---|---|---|---|"]
         for k in report["kernels"]:
             out.append(
-                f"| {k['id']} | {_md_cell(', '.join(dict.fromkeys(k['kinds'])))} | {human(k['flops']['value'])} | "
-                f"{human(k['bytes']['value'], 'B')} | {human(k['time_s']['value'], 's')} | {k['bound']} |"
+                f"| {_md_cell(k['id'])} | {_md_cell(', '.join(dict.fromkeys(k['kinds'])))} | {human(k['flops']['value'])} | "
+                f"{human(k['bytes']['value'], 'B')} | {human(k['time_s']['value'], 's')} | {k.get('repeat', 1)} | {k['bound']} |"
             )
     out += ["", "## Nodes", "", "| id | op | kind | module | FLOPs | read | written |", "|---|---|---|---|---|---|---|"]
     for n in report["nodes"]:
         out.append(
-            f"| {_md_cell(n['id'])} | `{_md_cell(n['op'])}` | {n['kind']} | {_md_cell(n['module'])} | `{n['flops']['expr']}` | "
-            f"`{n['bytes_read']['expr']}` | `{n['bytes_written']['expr']}` |"
+            f"| {_md_cell(n['id'])} | {md_code(n['op'])} | {n['kind']} | {_md_cell(n['module'])} | {md_code(n['flops']['expr'])} | "
+            f"{md_code(n['bytes_read']['expr'])} | {md_code(n['bytes_written']['expr'])} |"
         )
     return "\n".join(out) + "\n"
+
+
+class _CleanWriter:
+    """A csv writer whose text cells pass through :func:`csv_cell`."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def writerow(self, cells) -> None:
+        self.writer.writerow([csv_cell(c) for c in cells])
 
 
 CSV_COLUMNS = ["table", "id", "op_or_class", "kind", "module", "line", "flops", "bytes_read", "bytes_written",
@@ -169,7 +182,7 @@ CSV_COLUMNS = ["table", "id", "op_or_class", "kind", "module", "line", "flops", 
 def render_csv(report) -> str:
     """One CSV with a ``table`` column: node, module, line and kernel rows."""
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = _CleanWriter(csv.writer(buf))  # formula-looking cells neutralized (export/escape.py)
     w.writerow(CSV_COLUMNS)
 
     def costs(x, read="bytes_read", write="bytes_written"):

@@ -6,10 +6,10 @@ stream; each event's args carry the module path, source line and costs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from irtools.export import ExportError, as_report, write_atomic
+from irtools.export.escape import json_text
 
 
 def trace_events(report) -> dict:
@@ -51,4 +51,4 @@ def trace_events(report) -> dict:
 
 def write_trace(obj, path, *, force: bool = False, **opts) -> list[Path]:
     """Write the trace JSON (open in ui.perfetto.dev or chrome://tracing)."""
-    return [write_atomic(path, json.dumps(trace_events(as_report(obj, **opts))) + "\n", force=force)]
+    return [write_atomic(path, json_text(trace_events(as_report(obj))) + "\n", force=force)]

@@ -7,12 +7,15 @@ A figure is an inline table ``{ value = ..., source = "..." }``. Peaks are dense
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomllib
+
+from irtools.ir.errors import IrtoolsError
 
 HERE = Path(__file__).parent
 #: dtypes a peak may be given for.
@@ -24,11 +27,16 @@ OPTIONAL = ("l2_cache", "sram_per_sm", "num_sms", "eta_c", "eta_m", "gemm_epilog
 #: ``gemm_efficiency`` [smallest GEMM dimension, fraction of the dense peak attained],
 #: ``bandwidth_curve`` [bytes a kernel moves, attained bytes/s] (caches on a CPU).
 TABLES = ("gemm_efficiency", "bandwidth_curve")
+#: figures that are true or false rather than numbers.
+FLAGS = ("gemm_epilogue_fusion",)
+#: no figure of any machine comes near this (FLOP/s, B/s, bytes); larger is a typo or an attack.
+MAX_FIGURE = 1e30
+MAX_TARGET_BYTES = 1 << 20
 _SPARSE = re.compile(r"\bspars(e|ity)\b", re.I)
 _DENSE = re.compile(r"\bdense\b", re.I)
 
 
-class TargetError(ValueError):
+class TargetError(IrtoolsError, ValueError):
     """A target name or file is invalid; the message is one line meant for the user."""
 
 
@@ -120,10 +128,14 @@ def _sourced(data: dict, key: str, where: str, sources: dict, shape: str):
 
 def _figure(data: dict, key: str, where: str, sources: dict) -> float | bool:
     value = _sourced(data, key, where, sources, "...")
-    if isinstance(value, bool):
+    if key in FLAGS:
+        if not isinstance(value, bool):
+            raise TargetError(f"{where}: {key} must be true or false, got {value!r}")
         return value
-    if not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise TargetError(f"{where}: {key} must be a number, got {value!r}")
+    if not math.isfinite(value) or abs(value) > MAX_FIGURE:
+        raise TargetError(f"{where}: {key} must be a finite number below {MAX_FIGURE:g}, got {value!r}")
     if key in ("eta_c", "eta_m"):
         if not 0 < value <= 1:
             raise TargetError(f"{where}: {key} must be in (0, 1], got {value}")
@@ -139,6 +151,8 @@ def _table(data: dict, key: str, where: str, sources: dict) -> tuple[tuple[float
         isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p) for p in points)
     if not ok:
         raise TargetError(f"{where}: {key} must be a non-empty list of [x, y] number pairs")
+    if not all(math.isfinite(v) and abs(v) <= MAX_FIGURE for p in points for v in p):
+        raise TargetError(f"{where}: {key} values must be finite numbers below {MAX_FIGURE:g}")
     xs = [float(p[0]) for p in points]
     if any(b <= a for a, b in zip(xs, xs[1:])) or any(p[0] <= 0 or p[1] <= 0 for p in points):
         raise TargetError(f"{where}: {key} needs positive values and strictly ascending x")
@@ -196,22 +210,27 @@ def load_target(name_or_path: str | Path) -> Target:
             raise TargetError(f"unknown target {text!r}; known targets: {', '.join(list_targets())} (or a path to a .toml file)")
     if not path.exists():
         raise TargetError(f"target file {text} does not exist")
+    from irtools.files import read_text
+
     try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TargetError(f"{path}: not valid TOML: {exc}") from None
+        data = tomllib.loads(read_text(path, MAX_TARGET_BYTES, "target file", TargetError))
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{path}: not valid TOML: {' '.join(str(exc).split())}") from None
     target = parse_target(data, where=str(path))
     return Target(**{**target.__dict__, "path": str(path)})
 
 
-def save_target(target: Target, path: str | Path) -> Path:
-    """Write ``target`` as a TOML file that ``load_target`` reads back."""
-    def fig(key: str, value) -> str:
-        source = target.sources.get(key, "unknown").replace("\\", "/").replace('"', "'")
-        val = ("true" if value else "false") if isinstance(value, bool) else repr(float(value))
-        return f'{key.split(".")[-1]} = {{ value = {val}, source = "{source}" }}'
+def save_target(target: Target, path: str | Path, force: bool = False) -> Path:
+    """Write ``target`` as a TOML file that ``load_target`` reads back (atomically; an existing
+    file needs ``force``)."""
+    import json  # a JSON string is a valid TOML basic string (escapes included)
 
-    lines = [f'name = "{target.name}"', f'description = "{target.description}"']
+    def fig(key: str, value) -> str:
+        source = json.dumps(target.sources.get(key, "unknown"))
+        val = ("true" if value else "false") if isinstance(value, bool) else repr(float(value))
+        return f'{key.split(".")[-1]} = {{ value = {val}, source = {source} }}'
+
+    lines = [f"name = {json.dumps(target.name)}", f"description = {json.dumps(target.description)}"]
     for key in REQUIRED + OPTIONAL:
         value = getattr(target, key)
         if value is not None and (key in REQUIRED or key in target.sources):
@@ -219,14 +238,15 @@ def save_target(target: Target, path: str | Path) -> Path:
     for key in TABLES:
         points = getattr(target, key)
         if points is not None:
-            source = target.sources.get(key, "unknown").replace("\\", "/").replace('"', "'")
+            source = json.dumps(target.sources.get(key, "unknown"))
             pts = ", ".join(f"[{float(x)!r}, {float(y)!r}]" for x, y in points)
-            lines.append(f'{key} = {{ value = [{pts}], source = "{source}" }}')
+            lines.append(f"{key} = {{ value = [{pts}], source = {source} }}")
     lines += ["", "[peak_flops]"] + [fig(f"peak_flops.{d}", v) for d, v in target.peak_flops.items()]
+    from irtools.files import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_atomic(path, "\n".join(lines) + "\n", force=force, error=TargetError)
 
 
 __all__ = ["DTYPES", "Target", "TargetError", "list_targets", "load_target", "parse_target", "save_target"]

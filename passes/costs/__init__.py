@@ -1,10 +1,34 @@
-"""Op cost rules: one registry of pure functions of shapes (see ``registry``).
+"""Op cost rules: pure functions of shapes, one registry (see ``registry``).
 
-Importing this package registers every frontend's rules.
+Each rule module holds its own :class:`RuleSet`; ``REGISTRY`` merges them here, and a clash
+(an op registered twice) raises at import.
 """
 
-from passes.costs import onnx_ops as _onnx_ops  # noqa: F401  (registers ONNX rules)
-from passes.costs import torch_ops as _torch_ops  # noqa: F401  (registers ATen rules)
-from passes.costs.registry import Cost, OpCall, RuleEntry, cost_rule, lookup, registered_ops
+from passes.costs import (
+    aten_backward,
+    aten_conv,
+    aten_math,
+    aten_misc,
+    aten_pool,
+    einsum,
+    moe,
+    ssm,
+    onnx_attention,
+    onnx_contrib,
+    onnx_more,
+    onnx_ops,
+    onnx_quant,
+    onnx_rnn,
+    onnx_seq,
+    torch_ops,
+)
+from passes.costs.registry import Cost, OpCall, RuleEntry, RuleSet
 
-__all__ = ["Cost", "OpCall", "RuleEntry", "cost_rule", "lookup", "registered_ops"]
+REGISTRY: RuleSet = torch_ops.RULES.merged(
+    aten_conv.RULES, aten_pool.RULES, aten_math.RULES, aten_misc.RULES, aten_backward.RULES, einsum.RULES, onnx_ops.RULES, onnx_attention.RULES,
+    moe.RULES, ssm.RULES, onnx_more.RULES, onnx_quant.RULES, onnx_rnn.RULES, onnx_seq.RULES, onnx_contrib.RULES,
+)
+lookup = REGISTRY.lookup
+registered_ops = REGISTRY.ops
+
+__all__ = ["REGISTRY", "Cost", "OpCall", "RuleEntry", "RuleSet", "lookup", "registered_ops"]

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import sympy
 
-from passes.costs.onnx_ops import MS, onnx_rule
-from passes.costs.registry import ZERO, Cost, OpCall, read_all, write_all
+from irtools.ir.symbols import as_expr
+from passes.costs.onnx_ops import MS, onnx_rules
+from passes.costs.registry import ZERO, Cost, OpCall, RuleSet, read_all, write_all
 from passes.costs.torch_ops import matmul_flops, sdpa_flops
+
+RULES = RuleSet()
+onnx_rule = onnx_rules(RULES)
 
 
 def _present(call: OpCall, i: int):
@@ -97,17 +101,13 @@ def group_query_attention(call: OpCall) -> Cost:
 
 
 def subgraph_cost(sub_ir) -> Cost:
-    """Total cost of a body's IR (annotated here; its nodes keep their own costs)."""
-    from passes.annotate_costs import annotate_costs
-
-    if not any("flops" in a for _, a in sub_ir.nodes()):
-        annotate_costs(sub_ir)
+    """Total cost of a body's IR (the cost pass annotates bodies before their node)."""
     sums = [sympy.Add(*(a[key] for _, a in sub_ir.nodes())) for key in ("flops", "bytes_read", "bytes_written", "matmul_flops")]
     return Cost(*sums)
 
 
 def _size(expr) -> float:
-    expr = sympy.sympify(expr)
+    expr = as_expr(expr)
     return float(expr.subs({s: 64 for s in expr.free_symbols})) if expr.free_symbols else float(expr)
 
 
@@ -122,5 +122,5 @@ def if_node(call: OpCall) -> Cost:
 def loop(call: OpCall) -> Cost:
     """The body × the trip count (a symbol, and a flag, when the model does not fix it)."""
     body = subgraph_cost(call.arg("subgraphs")["body"])
-    n = sympy.sympify(call.arg("trip_count", 1))
+    n = as_expr(call.arg("trip_count", 1))
     return Cost(n * body.flops, n * body.bytes_read, n * body.bytes_written, n * body.matmul_flops)

@@ -5,7 +5,7 @@ bias), elementwise 1 flop per output element except ``ELEMENTWISE_FLOPS``, softm
 LayerNormalization 5, RMS/SimplifiedLayerNormalization 3, eval BatchNormalization 2 per
 element. Views cost nothing: Transpose, Slice, Split, Squeeze, Unsqueeze, Identity, Dropout
 — and Reshape/Flatten where torch's ``view`` could do it (``args["view"]``, see
-``passes.onnx_layout``); onnxruntime materializes a Transpose, irtools follows DESIGN's eager
+``irtools.capture.onnx.layout``); onnxruntime materializes a Transpose, irtools follows DESIGN's eager
 view convention and charges the copy where a later Reshape needs contiguous data. Concat,
 Expand, Tile and Pad copy. Nodes the frontend marked ``shape_computation`` cost nothing.
 
@@ -34,9 +34,9 @@ from passes.costs.registry import (
     ZERO,
     Cost,
     OpCall,
+    RuleSet,
     alias,
     copy,
-    cost_rule,
     elementwise,
     free,
     per_input_element,
@@ -49,20 +49,28 @@ from passes.costs.torch_ops import ELEMENTWISE_FLOPS, matmul_flops
 MS = "com.microsoft."
 
 
-def onnx_rule(*ops: str, kind: str):
-    """Register a rule that is free on shape-computation nodes (``args["shape_computation"]``)."""
+def onnx_rules(rules: RuleSet):
+    """``onnx_rule(*ops, kind=...)`` registering into ``rules``: ONNX rules are free on
+    shape-computation nodes (``args["shape_computation"]``)."""
 
-    def register(fn):
-        def rule(call: OpCall) -> Cost:
-            if call.arg("shape_computation"):
-                return FREE
-            return fn(call)
+    def onnx_rule(*ops: str, kind: str):
+        def register(fn):
+            def rule(call: OpCall) -> Cost:
+                if call.arg("shape_computation"):
+                    return FREE
+                return fn(call)
 
-        rule.__doc__, rule.__name__ = fn.__doc__, fn.__name__
-        cost_rule(*ops, kind=kind)(rule)
-        return fn
+            rule.__doc__, rule.__name__ = fn.__doc__, fn.__name__
+            rules.rule(*ops, kind=kind)(rule)
+            return fn
 
-    return register
+        return register
+
+    return onnx_rule
+
+
+RULES = RuleSet()
+onnx_rule = onnx_rules(RULES)
 
 
 def _nbytes(spec) -> sympy.Expr:
@@ -307,5 +315,3 @@ def variadic(call: OpCall) -> Cost:
     per = n if call.op == "Mean" else max(n - 1, 1)
     return Cost(per * call.out.numel, read_all(call), write_all(call))
 
-
-from passes.costs import onnx_attention as _attention  # noqa: E402,F401  (attention and control flow)

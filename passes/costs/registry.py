@@ -14,6 +14,7 @@ from typing import Any
 import sympy
 
 from irtools.ir import TensorSpec
+from irtools.ir.kinds import KINDS, op_class, op_packet
 
 ZERO = sympy.Integer(0)
 
@@ -69,39 +70,54 @@ class RuleEntry:
     fn: Rule
 
 
-_REGISTRY: dict[str, RuleEntry] = {}
+class RuleSet:
+    """Cost rules by op name. Registering an op twice raises, as torch's flop registry does;
+    rules of kind view, copy or dropout must cover exactly the ops ``irtools.ir.kinds`` lists."""
 
+    def __init__(self, entries: dict[str, RuleEntry] | None = None):
+        self._entries: dict[str, RuleEntry] = dict(entries or {})
 
-def cost_rule(*ops: str, kind: str) -> Callable[[Rule], Rule]:
-    """Register ``fn`` as the cost rule of ``ops`` (names without overload), of ``kind``."""
+    def rule(self, *ops: str, kind: str) -> Callable[[Rule], Rule]:
+        """Decorator: register ``fn`` as the cost rule of ``ops`` (names without overload)."""
 
-    def register(fn: Rule) -> Rule:
-        for op in ops:
-            _REGISTRY[op] = RuleEntry(kind, fn)
-        return fn
+        def register(fn: Rule) -> Rule:
+            for op in ops:
+                self._add(op, RuleEntry(kind, fn))
+            return fn
 
-    return register
+        return register
 
+    def handle(self, ops: tuple[str, ...], kind: str, fn: Rule) -> None:
+        """Register a rule built by a handle factory for several ops at once."""
+        self.rule(*ops, kind=kind)(fn)
 
-def register_handle(ops: tuple[str, ...], kind: str, fn: Rule) -> None:
-    """Register a rule built by a handle factory for several ops at once."""
-    cost_rule(*ops, kind=kind)(fn)
+    def _add(self, op: str, entry: RuleEntry) -> None:
+        if op in self._entries:
+            raise ValueError(f"cost rule for {op!r} registered twice")
+        if entry.kind not in KINDS:
+            raise ValueError(f"{op!r}: unknown kind {entry.kind!r}")
+        moves = op_class(op)
+        if (entry.kind in ("view", "copy", "dropout") or moves is not None) and moves != entry.kind:
+            raise ValueError(f"{op!r} is registered as {entry.kind!r} but irtools.ir.kinds says {moves!r}")
+        self._entries[op] = entry
 
+    def merged(self, *others: RuleSet) -> RuleSet:
+        """One set holding every rule of ``self`` and ``others`` (a clash raises)."""
+        out = RuleSet(self._entries)
+        for other in others:
+            for op, entry in other._entries.items():
+                out._add(op, entry)
+        return out
 
-def op_packet(op: str) -> str:
-    """``aten.addmm.default`` -> ``aten.addmm`` (rules key on the packet, not the overload)."""
-    if op.startswith("aten.") and op.count(".") >= 2:
-        return op.rsplit(".", 1)[0]
-    return op
+    def lookup(self, op: str) -> RuleEntry | None:
+        """The rule for a frontend op name (exact, then its packet), or None when unknown."""
+        return self._entries.get(op) or self._entries.get(op_packet(op))
 
+    def ops(self) -> list[str]:
+        return sorted(self._entries)
 
-def lookup(op: str) -> RuleEntry | None:
-    """The rule for a frontend op name, or None when the op is unknown."""
-    return _REGISTRY.get(op) or _REGISTRY.get(op_packet(op))
-
-
-def registered_ops() -> list[str]:
-    return sorted(_REGISTRY)
+    def __contains__(self, op: str) -> bool:
+        return op in self._entries
 
 
 # ---- handle factories: shared shapes of rules -------------------------------------------

@@ -1,6 +1,6 @@
 """Cost rules of ATen ops (torch.export training IR and core ATen after decompositions).
 
-Conventions (../shared/DESIGN.md): matmul 2·M·N·K (+M·N for a fused bias); elementwise 1
+Conventions (docs/conventions.md): matmul 2·M·N·K (+M·N for a fused bias); elementwise 1
 flop per output element except the ops in ``ELEMENTWISE_FLOPS``; softmax 3, layer_norm 5,
 rms_norm 3 per element; views cost nothing; copies read and write; dropout in eval is free.
 """
@@ -15,15 +15,14 @@ from passes.costs.registry import (
     ZERO,
     Cost,
     OpCall,
+    RuleSet,
     alias,
     copy,
-    cost_rule,
     elementwise,
     free,
     per_input_element,
     produce,
     read_all,
-    register_handle,
     write_all,
 )
 
@@ -46,6 +45,10 @@ ELEMENTWISE_FLOPS = {
 }
 
 ATEN = "aten."
+
+RULES = RuleSet()
+cost_rule = RULES.rule
+register_handle = RULES.handle
 
 
 def _ops(*names: str) -> tuple[str, ...]:
@@ -91,7 +94,7 @@ register_handle(
 register_handle(
     _ops("full", "full_like", "zeros", "zeros_like", "ones", "ones_like", "empty", "empty_like",
          "empty_strided", "new_zeros", "new_ones", "new_full", "new_empty", "arange", "scalar_tensor",
-         "rand", "randn", "rand_like", "randn_like", "linspace", "_scaled_dot_product_flash_attention_for_cpu_backward"),
+         "rand", "randn", "rand_like", "randn_like", "linspace"),
     "factory",
     produce,
 )
@@ -113,7 +116,11 @@ def convert(call: OpCall) -> Cost:
     return Cost(ZERO, src.nbytes, call.out.nbytes)
 
 
-@cost_rule("aten.dropout", "aten.native_dropout", "aten.feature_dropout", "aten.alpha_dropout", kind="dropout")
+@cost_rule(
+    "aten.dropout", "aten.native_dropout", "aten.feature_dropout", "aten.alpha_dropout", "aten.dropout_",
+    "aten.feature_dropout_", "aten.alpha_dropout_", "aten.feature_alpha_dropout", "aten.feature_alpha_dropout_",
+    kind="dropout",
+)
 def dropout(call: OpCall) -> Cost:
     """Identity in eval; in training a mask multiply and a scale per element."""
     if not call.arg("train", call.arg("training", False)):
@@ -202,15 +209,7 @@ def sdpa(call: OpCall) -> Cost:
     return Cost(total, read_all(call), call.out.nbytes, matmul_flops=mm)
 
 
-@cost_rule("aten.convolution", "aten.conv1d", "aten.conv2d", "aten.conv3d", "aten._convolution", kind="conv")
-def convolution(call: OpCall) -> Cost:
-    """2 · out elements · (C_in/groups) · kernel elements (+ out elements for a bias)."""
-    x, w = call.tensors_in[:2]
-    out = call.out
-    per_out = sympy.Mul(*w.shape[1:])  # C_in/groups · kernel dims
-    mm = 2 * out.numel * per_out
-    bias = out.numel if len(call.tensors_in) > 2 else ZERO
-    return Cost(mm + bias, read_all(call), write_all(call), matmul_flops=mm)
+# Convolutions (plain, transposed, backward): ``aten_conv``.
 
 
 # ---- normalization, softmax, reductions ------------------------------------------------
@@ -265,19 +264,19 @@ BINARY = (
     "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "masked_fill", "where",
     "lerp", "addcmul", "addcdiv", "atan2", "copysign", "bitwise_left_shift",
     "bitwise_right_shift", "add_", "mul_", "div_", "sub_", "masked_fill_", "hypot",
-    "__and__", "__or__", "__xor__", "__invert__", "__lshift__", "__rshift__", "diff", "pow_",
+    "__and__", "__or__", "__xor__", "__invert__", "__lshift__", "__rshift__", "diff",
 )
 register_handle(_ops(*UNARY, *BINARY), "elementwise", elementwise(1))
 for _name, _flops in ELEMENTWISE_FLOPS.items():
-    if _name != "gelu_tanh":
+    if _name not in ("gelu", "gelu_tanh"):
         register_handle(_ops(_name, _name + "_"), "elementwise", elementwise(_flops))
 
 
-@cost_rule("aten.gelu", kind="elementwise")
+@cost_rule("aten.gelu", "aten.gelu_", kind="elementwise")
 def gelu(call: OpCall) -> Cost:
     """The tanh approximation costs more than the erf form (see ELEMENTWISE_FLOPS)."""
     key = "gelu_tanh" if call.arg("approximate", "none") == "tanh" else "gelu"
     return elementwise(ELEMENTWISE_FLOPS[key])(call)
 
 
-__all__ = ["ALIAS", "FREE", "matmul_flops", "sdpa_flops"]
+__all__ = ["ALIAS", "FREE", "RULES", "matmul_flops", "sdpa_flops"]

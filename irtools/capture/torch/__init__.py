@@ -1,0 +1,1 @@
+"""The torch frontend: ``torch.export`` programs and FX graphs -> the IR."""

@@ -1,0 +1,205 @@
+"""The one orchestrator: an :class:`Options` in, an :class:`~irtools.result.AnalysisResult` out.
+
+The order, each step a pass with one job (docs/architecture.md follows one node through it):
+
+    capture     irtools.capture.torch.export / irtools.capture.onnx.frontend -> a bare IR
+    costs       passes.annotate_costs      node kind, flops, bytes_read, bytes_written
+    generalize  passes.generalize          the same costs in config symbols (--symbolic-config)
+    hierarchy   passes.hierarchy           the module tree with subtree sums
+    lines       passes.lines               the per-line table of one module's forward
+    compose     passes.compose             templates; num_layers × a collapsed block
+    fusion      passes.fusion              kernels (with a mode or a target)
+    roofline    passes.roofline            time per kernel, module, line and model (with a target)
+
+The API (``irtools.analyze``), the CLI and every compiler adapter call :func:`run`,
+:func:`run_module` or :func:`run_ir`; nothing else runs passes in sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from irtools.ir import COSTS, CollapseInfo, IRGraph
+from irtools.ir.errors import UsageError
+from irtools.result import AnalysisResult, ModuleCost, resolve_bindings, totals
+from passes.annotate_costs import annotate_costs, coverage
+from passes.hierarchy import build_hierarchy, layer_stacks
+from passes.lines import build_lines
+
+DEFAULT_TARGET = "h100-sxm"
+DEFAULT_MODE = "fused"
+TRACED_LAYERS = 3  # the first, a middle and the last block (see passes/collapse.py)
+
+
+@dataclass
+class Options:
+    """Everything that decides an analysis."""
+
+    model: str | None = None  # preset, config.json, .onnx file or package.module:Class
+    scenario: str = "prefill"
+    bindings: dict[str, float] = field(default_factory=dict)
+    line_module: str = ""  # module path whose forward gets the line table
+    symbolic_config: bool = False
+    collapse_layers: bool = True  # trace three blocks of a verified-identical stack, repeat them
+    target: Any = None  # a target name, TOML path or irtools.hardware.Target
+    mode: str | None = None  # eager | fused | flash
+    kv_cache: str | None = None  # copy | static; default: static in fused/flash modes, else copy
+    module_documents: bool = False  # also build the seed's module-analysis documents
+    progress: Callable[[int, int], None] | None = None  # (done, total) while an ONNX graph is read
+
+    @property
+    def wants_kernels(self) -> bool:
+        return self.target is not None or self.mode is not None
+
+    @property
+    def kv_cache_model(self) -> str:
+        """``copy`` keeps the literal graph (eager HF code); fused and flash deployments write in place."""
+        if self.kv_cache is not None:
+            return self.kv_cache
+        return "static" if self.wants_kernels and (self.mode or DEFAULT_MODE) != "eager" else "copy"
+
+
+def run(options: Options) -> AnalysisResult:
+    """Capture the model named by ``options.model`` and run every pass."""
+    model = options.model or ""
+    if model.endswith(".onnx"):  # the ONNX path never imports torch (recipes do): docs/architecture.md
+        from irtools.capture.onnx.frontend import capture_onnx
+
+        ir = capture_onnx(model, progress=options.progress)
+        return run_ir(ir, options, scenario=None)
+    from irtools.recipes.presets import DEFAULT_PRESET, recipe_for
+
+    model = model or DEFAULT_PRESET
+    recipe = recipe_for(model, options.scenario)
+    if options.collapse_layers:
+        result = _run_collapsed(recipe, options)
+        if result is not None:
+            return result
+    generalize = config_generalizer(recipe) if options.symbolic_config else None
+    return run_module(recipe.module, recipe.args, recipe.kwargs, recipe.dims, options, name=recipe.name,
+                      generalize=generalize)
+
+
+def run_module(module, args=(), kwargs=None, dims=None, options: Options | None = None, *, name=None,
+               generalize=None) -> AnalysisResult:
+    """Capture a torch module with torch.export and run every pass."""
+    from irtools.capture.torch.export import capture_module
+
+    options = options or Options()
+    ir = capture_module(module, args, kwargs, dims, name=name)
+    return run_ir(ir, options, generalize=generalize)
+
+
+def run_ir(ir: IRGraph, options: Options | None = None, *, scenario: Any = "options", generalize=None) -> AnalysisResult:
+    """Run every pass over a captured IR (in place) and collect the result.
+
+    ``generalize(ir)`` (see :func:`config_generalizer`) rewrites verified costs in config symbols."""
+    options = options or Options()
+    ir.meta.kv_cache = options.kv_cache_model
+    annotate_costs(ir)
+    if generalize is not None:
+        generalize(ir)
+    build_hierarchy(ir)
+    build_lines(ir, options.line_module)
+    return _finish(ir, options, options.scenario if scenario == "options" else scenario)
+
+
+def _finish(ir: IRGraph, options: Options, scenario: str | None, composed_totals=None) -> AnalysisResult:
+    """Totals, module tree, coverage, bindings; then composition, kernels and roofline as asked."""
+    from passes.compose import composed_costs, module_documents
+
+    ir.meta.scenario = scenario
+    cov = coverage(ir)
+    result = AnalysisResult(
+        ir, scenario, {}, composed_totals or totals(ir), _module_tree(ir.meta.modules), ir.meta.lines,
+        [(u["op"], u["count"]) for u in cov["unsupported"]], coverage=cov,
+    )
+    result.bindings = resolve_bindings(result, options.bindings)
+    if ir.meta.generalized is not None or ir.meta.collapse is not None:
+        result.composed = composed_costs(ir)
+    if options.module_documents:
+        result.module_documents = module_documents(ir)
+    if options.wants_kernels:
+        _kernels(result, options)
+    return result
+
+
+def _kernels(result: AnalysisResult, options: Options) -> None:
+    result.kernels, result.roofline = kernels_on(result, options.target or DEFAULT_TARGET, options.mode or DEFAULT_MODE)
+
+
+def kernels_on(result: AnalysisResult, target, mode: str):
+    """(fusion, roofline, collapse) steps: the KernelGraph of ``result`` in ``mode`` and its
+    RooflineResult on ``target`` at the result's bindings."""
+    from irtools.hardware import load_target
+    from passes.collapse import repeat_kernels
+    from passes.fusion import build_kernels
+    from passes.roofline import estimate
+
+    target = load_target(target)
+    kernels = build_kernels(result.ir, mode, target=target)
+    if result.ir.meta.collapse is not None:
+        repeat_kernels(kernels, result.ir.meta.collapse)
+    return kernels, estimate(kernels, target, result.bindings)
+
+
+def _module_tree(tree, path: str = "") -> ModuleCost:
+    data = tree.nodes[path]
+    return ModuleCost(path, data["cls"], data["flops"], data["bytes_read"], data["bytes_written"],
+                      [_module_tree(tree, child) for child in tree.successors(path)])
+
+
+def config_generalizer(recipe):
+    """The generalize step for a recipe that can be rebuilt at other configs."""
+    from irtools.capture.torch.export import capture_module
+    from passes.generalize import generalize
+
+    if recipe.rebuild is None or recipe.space is None:
+        raise UsageError(f"{recipe.name}: no config symbols are known for this model (--symbolic-config)")
+
+    def capture_at(free_values):
+        probe = recipe.rebuild(recipe.space.fields(free_values))
+        return capture_module(probe.module, probe.args, probe.kwargs, probe.dims, name=probe.name)
+
+    def run_generalize(ir):
+        ir.meta.generalized = generalize(ir, capture_at, recipe.space, recipe.space.values(recipe.config))
+
+    return run_generalize
+
+
+def _run_collapsed(recipe, options: Options) -> AnalysisResult | None:
+    """Analyze a three-block version of the model; None where that cannot stand for it."""
+    from irtools.capture.torch.export import capture_module
+    from passes.compose import composed_costs
+
+    space = recipe.space
+    if recipe.rebuild is None or space is None or not space.layers_field:
+        return None
+    layers = space.values(recipe.config).get("num_layers", 0)
+    if layers <= TRACED_LAYERS:
+        return None
+    small = recipe.rebuild({space.layers_field: TRACED_LAYERS})
+    ir = capture_module(small.module, small.args, small.kwargs, small.dims, name=recipe.name)
+    ir.meta.kv_cache = options.kv_cache_model
+    annotate_costs(ir)
+    if options.symbolic_config:
+        config_generalizer(small)(ir)
+    ir.meta.collapse = CollapseInfo(TRACED_LAYERS, layers, "")
+    build_hierarchy(ir)
+    tree = ir.meta.modules
+    stacks = layer_stacks(tree)
+    if len(stacks) != 1 or any(
+        tree.nodes[stacks[0][0]][c] != tree.nodes[p][c] for p in stacks[0][1:] for c in COSTS
+    ):
+        return None  # blocks differ (or no single stack): trace the whole model instead
+    ir.meta.config_symbols = {**(ir.meta.config_symbols or {}), "num_layers": layers}
+    ir.meta.collapse.stack = stacks[0][0].rsplit(".", 1)[0]
+    parent = next(iter(tree.predecessors(stacks[0][0])))
+    for path in [*nx.ancestors(tree, parent), parent]:  # costs above the stack: num_layers blocks
+        tree.nodes[path].update(composed_costs(ir, path))
+    build_lines(ir, options.line_module)
+    return _finish(ir, options, options.scenario, composed_totals={c: tree.nodes[""][c] for c in COSTS})

@@ -1,0 +1,368 @@
+"""Memory pass: peak memory from tensor lifetimes, symbolically (docs/conventions.md, "Memory").
+
+The program is the IR's capture order, one step per launched kernel: every node that is
+neither a view nor free in eager mode, the kernels of a KernelGraph (in dependency order) in
+fused and flash modes. A storage is allocated at the step of its producer and freed after
+the last step that reads it through any of its views; parameters, buffers, graph inputs (the
+KV cache among them) and graph outputs are held to the end.
+
+- Views and aliases (``OpNode.alias``, kind ``view``) share their base's storage; in-place
+  ops (``add_``, ``copy_``, ``index_put_``) write into their first input's; ops that only
+  rebuild a structured input during export (a ``DynamicCache`` filled by ``update()``) stand
+  for that input.
+- Fused and flash modes: a tensor produced and read only inside one kernel is never
+  materialized (flash attention's S×S scores are never held; eager mode's are).
+- ``ir.meta.kv_cache == "static"``: the cache update writes into the input cache, which is
+  preallocated at its updated length (cache_len + seq_len); ``copy`` allocates a new cache.
+- Collapsed models (``ir.meta.collapse``): the traced blocks stand for the first, the
+  repeated middle and the last block; the middle block's persistent storages (weights, KV
+  cache, cache it produces) get ``num_layers - traced_layers`` more copies, transient
+  activations count once (blocks run one at a time).
+
+At each step the live bytes split into weights, buffers, kv_cache, inputs, outputs,
+activations (held across the step) and temporaries (the step's outputs and the inputs it
+reads for the last time). Sizes are polynomials (monomial -> coefficient) so thousands of
+steps add up fast; the peak is the ``Max`` of the steps no other step dominates for every
+positive value of the dims.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import networkx as nx
+import sympy
+
+from irtools.ir import CollapseInfo, IRGraph
+from irtools.ir.kinds import op_packet
+from irtools.ir.symbols import from_kv_len, sym
+from passes.fusion import is_alias, is_kernel_node
+from passes.kv_cache import is_cache_update
+
+CATEGORIES = ("weights", "buffers", "kv_cache", "inputs", "outputs", "activations", "temporaries")
+#: categories held by every step (allocated before the program or kept to its end)
+HELD = ("weights", "buffers", "kv_cache", "inputs", "outputs")
+_INPUT_CATEGORY = {"weight": "weights", "constant": "buffers", "kv_cache": "kv_cache"}
+MIDDLE = 1  # the traced block that stands for the repeated ones (passes/collapse.py)
+Poly = dict  # monomial (sympy expression) -> coefficient
+
+
+@dataclass
+class Storage:
+    """One allocation: the value that owns it, its size and when it is live."""
+
+    id: str
+    nbytes: sympy.Expr
+    category: str  # a HELD category, or "transient" (activation or temporary by step)
+    start: int  # first step it is live (-1: before the program)
+    end: int  # last step it is live (len(steps): never freed)
+    producer: str | None = None
+    spec: Any = None  # irtools.ir.TensorSpec of the owning value
+    note: str = ""
+
+
+@dataclass
+class MemoryStep:
+    """One launched kernel (or op in eager mode) of the program."""
+
+    index: int
+    id: str
+    nodes: tuple[str, ...]
+    anchor: str  # the member that names the step
+
+
+@dataclass
+class MemoryResult:
+    """Live bytes at every step, their peak, and what is held throughout."""
+
+    mode: str
+    kv_cache: str
+    steps: list[MemoryStep]
+    storages: list[Storage]
+    step_bytes: list[dict[str, Poly]]  # per step: category -> polynomial
+    candidates: list[int]  # steps whose totals make up ``peak``
+    peak: sympy.Expr
+    held: dict[str, sympy.Expr]  # the HELD categories after the last step
+    collapse: CollapseInfo | None = None
+    fit: Any = None  # passes.fit.FitCheck, with a target
+    _monomials: list = field(default_factory=list, repr=False)
+
+    def breakdown(self, step: int) -> dict[str, sympy.Expr]:
+        """Bytes per category live at ``step``, as expressions."""
+        return {c: to_expr(self.step_bytes[step].get(c, {})) for c in CATEGORIES}
+
+    def step_total(self, step: int) -> sympy.Expr:
+        return sympy.Add(*self.breakdown(step).values())
+
+    def values(self, bindings: dict[str, float]) -> list[dict[str, float]] | None:
+        """Bytes per category at every step under ``bindings``; None while a dim is unbound."""
+        known = _monomial_values(self._monomials, bindings)
+        if known is None:
+            return None
+        return [{c: _poly_value(p.get(c, {}), known) for c in CATEGORIES} for p in self.step_bytes]
+
+    def peak_step(self, bindings: dict[str, float]) -> int | None:
+        """The step where live bytes peak under ``bindings`` (the first, on ties)."""
+        known = _monomial_values(self._monomials, bindings)
+        if known is None or not self.steps:
+            return None
+        totals = [sum(_poly_value(p, known) for p in self.step_bytes[i].values()) for i in self.candidates]
+        return self.candidates[max(range(len(totals)), key=lambda i: (totals[i], -self.candidates[i]))]
+
+    def live_at(self, step: int) -> list[Storage]:
+        return [s for s in self.storages if s.start <= step <= s.end]
+
+
+# ---- polynomials --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=16384)
+def poly(expr) -> tuple:
+    """An expression as ((monomial, coefficient), ...) over its expanded terms."""
+    expr = sympy.expand(from_kv_len(sympy.sympify(expr)))
+    return tuple(expr.as_coefficients_dict().items())
+
+
+def add_to(acc: Poly, terms, scale=1) -> None:
+    for m, c in terms.items() if isinstance(terms, dict) else terms:
+        v = acc.get(m, 0) + c * scale
+        if v == 0:
+            acc.pop(m, None)
+        else:
+            acc[m] = v
+
+
+def to_expr(p: Poly) -> sympy.Expr:
+    return sympy.Add(*(c * m for m, c in p.items())) if p else sympy.Integer(0)
+
+
+@lru_cache(maxsize=4096)
+def _positive(m) -> bool:
+    return m == 1 or bool(m.is_positive)
+
+
+def dominates(a: Poly, b: Poly) -> bool:
+    """a >= b for every positive value of the symbols (coefficient-wise, positive monomials)."""
+    for m in set(a) | set(b):
+        d = a.get(m, 0) - b.get(m, 0)
+        if d != 0 and (d < 0 or not _positive(m)):
+            return False
+    return True
+
+
+def _monomial_values(monomials, bindings) -> dict | None:
+    subs = {sym(k): sympy.sympify(v) for k, v in bindings.items()}
+    out = {}
+    for m in monomials:
+        v = m.xreplace(subs) if m != 1 else sympy.Integer(1)
+        if v.free_symbols:
+            return None
+        out[m] = float(v)
+    return out
+
+
+def _poly_value(p: Poly, known: dict) -> float:
+    return float(sum(float(c) * known[m] for m, c in p.items()))
+
+
+# ---- storages -----------------------------------------------------------------------------
+
+
+def _is_inplace(op: str) -> bool:
+    name = op_packet(op).rsplit(".", 1)[-1]
+    return name.endswith("_") and not name.endswith("__")
+
+
+def _tensor_inputs(ir: IRGraph, attrs) -> list[str]:
+    return [v for v, s in zip(attrs.input_values, attrs.inputs) if v is not None and s is not None and v in ir.values]
+
+
+def _roots(ir: IRGraph, static_cache: bool) -> tuple[dict[str, str], dict[str, sympy.Expr]]:
+    """Value id -> the value owning its storage; and storage sizes the static cache enlarges."""
+    root = {v: v for v, value in ir.values.items() if value.producer is None}
+    grown: dict[str, sympy.Expr] = {}
+    for _n, a in ir.nodes():
+        ins = _tensor_inputs(ir, a)
+        src = None
+        outs = [o for o in a.outputs if o is not None]
+        if a.input_setup and ins:  # stands for the structured input: the one of the output's role
+            role = outs[0].role if outs else None
+            src = next((v for v in ins if ir.values[v].spec.role == role), ins[0])
+        elif ins and (is_alias(a) or _is_inplace(a.op)):
+            src = ins[0]
+        elif static_cache and ins and is_cache_update(a):
+            src = next(v for v, s in zip(a.input_values, a.inputs) if s is not None and s.role == "kv_cache")
+            grown[root.get(src, src)] = outs[0].nbytes
+        for v in a.output_values:
+            if v is not None:
+                root[v] = root.get(src, src) if src is not None else v
+    return root, grown
+
+
+def _steps(ir: IRGraph, kernels) -> list[MemoryStep]:
+    if kernels is None or kernels.mode == "eager":
+        ids = [n for n, a in ir.nodes() if is_kernel_node(a) and not a.input_setup]
+        return [MemoryStep(i, n, (n,), n) for i, n in enumerate(ids)]
+    order = {n: i for i, n in enumerate(ir.graph.nodes)}
+    kg = kernels.graph
+    first = {k: min(order[n] for n in kg.nodes[k]["kernel"].nodes) for k in kg.nodes}
+    ids = list(nx.lexicographical_topological_sort(kg, key=first.__getitem__))
+    return [MemoryStep(i, k, kg.nodes[k]["kernel"].nodes, kg.nodes[k]["kernel"].anchor) for i, k in enumerate(ids)]
+
+
+def _block(ir: IRGraph, node: str, stack: str) -> int | None:
+    m = re.match(re.escape(stack) + r"\.(\d+)(?:\.|$)", ir.node(node).module or "")
+    return int(m.group(1)) if m else None
+
+
+def _storages(ir: IRGraph, steps: list[MemoryStep], fused: bool) -> tuple[list[Storage], dict[str, str]]:
+    static = (ir.meta.kv_cache or "copy") == "static"
+    root, grown = _roots(ir, static)
+    step_of = {n: s.index for s in steps for n in s.nodes}
+    n_steps = len(steps)
+    readers: dict[str, set[int]] = {}
+    for n, a in ir.nodes():
+        if n not in step_of:
+            continue
+        for v in _tensor_inputs(ir, a):
+            readers.setdefault(root.get(v, v), set()).add(step_of[n])
+    outputs = {root.get(v, v) for v in ir.meta.output_values or [] if v in ir.values}
+    storages = []
+    owners = {r for r in root.values()}
+    for r in owners:
+        value = ir.values.get(r)
+        spec = value.spec if value is not None else None
+        if spec is None:
+            continue
+        nbytes = grown.get(r, spec.nbytes)
+        uses = readers.get(r, set())
+        if value.producer is None:
+            if not uses and r not in outputs:
+                continue  # an input nothing reads (an empty lifted constant, an unused argument)
+            category = _INPUT_CATEGORY.get(spec.role, "inputs")
+            storages.append(Storage(r, nbytes, category, -1, n_steps, None, spec))
+            continue
+        at = step_of.get(value.producer)
+        if at is None:  # made by a free op: allocated at the first step that reads it
+            if not uses and r not in outputs:
+                continue
+            at = min(uses) if uses else n_steps - 1
+        if r in outputs:
+            category = "kv_cache" if spec.role == "kv_cache" else "outputs"
+            storages.append(Storage(r, nbytes, category, at, n_steps, value.producer, spec))
+            continue
+        if fused and uses <= {at}:
+            continue  # produced and read inside one kernel: never materialized
+        storages.append(Storage(r, nbytes, "transient", at, max(uses | {at}), value.producer, spec))
+    return storages, root
+
+
+def _collapsed_copies(ir: IRGraph, storages: list[Storage], steps: list[MemoryStep], root) -> list[Storage]:
+    """The persistent storages of the ``num_layers - traced_layers`` blocks not traced."""
+    c = ir.meta.collapse
+    if c is None or not c.stack or c.num_layers <= c.traced_layers:
+        return []
+    extra = c.num_layers - c.traced_layers
+    blocks: dict[str, set] = {}  # storage -> blocks of the steps that read it
+    for n, a in ir.nodes():
+        if a.input_setup or not is_kernel_node(a):
+            continue
+        for v in _tensor_inputs(ir, a):
+            blocks.setdefault(root.get(v, v), set()).add(_block(ir, n, c.stack))
+    middle = [s.index for s in steps if any(_block(ir, n, c.stack) == MIDDLE for n in s.nodes)]
+    if not middle:
+        return []
+    out = []
+    for s in storages:
+        if s.category == "transient":
+            continue
+        if s.producer is None:
+            if blocks.get(s.id) != {MIDDLE}:
+                continue
+            start = -1
+        elif _block(ir, s.producer, c.stack) == MIDDLE:
+            start = middle[0]
+        else:
+            continue
+        out.append(Storage(f"{s.id}×{extra}", s.nbytes * extra, s.category, start, s.end, s.producer, s.spec,
+                           note=f"{extra} more blocks like {c.stack}.{MIDDLE} (collapsed)"))
+    return out
+
+
+# ---- the pass -----------------------------------------------------------------------------
+
+
+def _sweep(storages: list[Storage], n_steps: int) -> list[dict[str, Poly]]:
+    starts: dict[int, list[Storage]] = {}
+    ends: dict[int, list[Storage]] = {}
+    held: dict[str, Poly] = {c: {} for c in HELD}
+    transient: Poly = {}
+    for s in storages:
+        if s.start < 0:
+            add_to(held[s.category], poly(s.nbytes))
+        else:
+            starts.setdefault(s.start, []).append(s)
+        ends.setdefault(s.end, []).append(s)
+    out = []
+    for i in range(n_steps):
+        for s in starts.get(i, ()):
+            add_to(transient if s.category == "transient" else held[s.category], poly(s.nbytes))
+        temps: Poly = {}
+        for s in {id(s): s for s in starts.get(i, []) + ends.get(i, [])}.values():
+            if s.category == "transient":
+                add_to(temps, poly(s.nbytes))
+        acts = dict(transient)
+        add_to(acts, temps, -1)
+        out.append({**{c: dict(held[c]) for c in HELD}, "activations": acts, "temporaries": temps})
+        for s in ends.get(i, ()):
+            if s.category == "transient":
+                add_to(transient, poly(s.nbytes), -1)
+    return out
+
+
+def _total(p: dict[str, Poly]) -> Poly:
+    acc: Poly = {}
+    for c in p.values():
+        add_to(acc, c)
+    return acc
+
+
+def _candidates(step_bytes: list[dict[str, Poly]], monomials) -> list[int]:
+    """Steps whose totals no other step dominates (one per distinct total)."""
+    totals = [_total(p) for p in step_bytes]
+    probe = _monomial_values(monomials, {s.name: 2 for m in monomials for s in getattr(m, "free_symbols", ())})
+    distinct: dict[frozenset, int] = {}
+    for i, t in enumerate(totals):
+        distinct.setdefault(frozenset(t.items()), i)
+    order = sorted(distinct.values(), key=lambda i: -_poly_value(totals[i], probe))
+    kept: list[int] = []
+    for i in order:
+        if not any(dominates(totals[k], totals[i]) for k in kept):
+            kept.append(i)
+    return sorted(k for k in kept if not any(j != k and dominates(totals[j], totals[k]) and
+                                             not dominates(totals[k], totals[j]) for j in kept))
+
+
+def memory(ir: IRGraph, kernels=None) -> MemoryResult:
+    """Live bytes at every step of ``ir`` (annotated by the cost pass; ``kernels``: a
+    passes.fusion.KernelGraph for fused / flash modes) and their symbolic peak."""
+    steps = _steps(ir, kernels)
+    mode = kernels.mode if kernels is not None else "eager"
+    storages, root = _storages(ir, steps, fused=mode != "eager")
+    storages += _collapsed_copies(ir, storages, steps, root)
+    step_bytes = _sweep(storages, len(steps))
+    monomials = sorted({m for p in step_bytes for c in p.values() for m in c}, key=sympy.default_sort_key)
+    cands = _candidates(step_bytes, monomials) if steps else []
+    totals = [to_expr(_total(step_bytes[i])) for i in cands]
+    peak = (sympy.Max(*totals) if len(totals) <= 12 else sympy.Max(*totals, evaluate=False)) if totals else sympy.Integer(0)
+    held = {c: to_expr(step_bytes[-1][c]) if steps else sympy.Integer(0) for c in HELD}
+    result = MemoryResult(mode, ir.meta.kv_cache or "copy", steps, storages, step_bytes, cands, peak, held,
+                          ir.meta.collapse)
+    result._monomials = monomials
+    return result
+
+
+__all__ = ["CATEGORIES", "HELD", "MemoryResult", "MemoryStep", "Storage", "dominates", "memory"]
