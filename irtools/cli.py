@@ -111,9 +111,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collapse-layers", dest="collapse_layers", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--target", default=None, help="accelerator for the roofline (see `irtools targets`)")
     p.add_argument("--mode", choices=("eager", "fused", "flash"), default=None, help="kernel fusion mode")
+    p.add_argument("--strict", action="store_true", help="exit 2 when an op has no cost rule (totals would be lower bounds)")
     p.add_argument("--kv-cache", choices=("copy", "static"), default=None,
                    help="decode cache writes: copy (concatenate, as HF DynamicCache) or static (in place); "
                         "default static in fused/flash modes, copy otherwise")
+    p.add_argument("--all-logits", action="store_true",
+                   help="a causal LM's head on every position (default: the last, as generation does)")
+    p.add_argument("--reserve", type=float, default=0.10, metavar="FRACTION",
+                   help="share of the target's memory kept free for the CUDA context, allocator and workspaces "
+                        "(default 0.10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,12 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("-o", "--output", default=None, help="write CSV here instead of stdout")
     w.add_argument("--force", action="store_true", help="overwrite an existing file")
     w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    f = sub.add_parser("fit", help="largest batch / context whose peak memory fits a target")
+    _add_model_args(f)
+    f.add_argument("--solve", choices=("batch_size", "seq_len", "cache_len", "frontier"), default="batch_size",
+                   help="what to maximize (frontier: the largest context for each power-of-two batch)")
+    f.add_argument("--format", choices=("table", "json"), default="table")
+    f.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub.add_parser("presets", help="list built-in models")
+    o = sub.add_parser("ops", help="every op with a cost rule, and coverage of core ATen and the ONNX default domain")
+    o.add_argument("--format", choices=("table", "json"), default="table")
     return parser
 
 
 EXPORT_FORMATS = (
     "json", "csv", "md", "dot", "graphml", "html", "model-explorer", "trace", "roofline", "modules-chart", "module-analysis",
+    "memory-chart",
 )
 
 
@@ -179,7 +194,7 @@ def _options(args, **overrides):
     fields = dict(
         model=args.model, scenario=args.scenario, bindings=parse_dims(args.dim), line_module=args.module,
         symbolic_config=args.symbolic_config, collapse_layers=args.collapse_layers, target=args.target, mode=args.mode,
-        kv_cache=args.kv_cache,
+        kv_cache=args.kv_cache, all_logits=args.all_logits, memory_reserve=args.reserve,
     )
     fields.update(overrides)
     return Options(**fields)
@@ -193,10 +208,14 @@ def _run_analysis(args, **overrides):
     options.progress = report
     try:
         with quiet_stderr(not args.debug):
-            return pipeline.run(options)
+            result = pipeline.run(options)
     finally:
         if out is not None:
             out.close()
+    if getattr(args, "strict", False) and result.unsupported:
+        ops = ", ".join(f"{op}×{n}" for op, n in result.unsupported)
+        raise UsageError(f"--strict: no cost rule for {ops} (the totals would be lower bounds)")
+    return result
 
 
 def _export(args) -> int:
@@ -223,6 +242,15 @@ def _annotate(args) -> int:
     return 0
 
 
+def _link(target, key: str) -> str:
+    """The link a bandwidth figure's source names (NVLink, PCIe, InfiniBand ...)."""
+    source = target.sources.get(key, "")
+    for name in ("PCIe", "NVLink", "Infinity Fabric", "ICI", "InfiniBand", "RoCE", "Ethernet", "DCN"):
+        if name.lower() in source.lower():
+            return name
+    return "intra-node" if key.startswith("intra") else "inter-node"
+
+
 def _targets(_args) -> int:
     from irtools.hardware import list_targets, load_target
 
@@ -230,6 +258,10 @@ def _targets(_args) -> int:
         t = load_target(name)
         bf16 = t.peak_flops.get("bf16") or t.peak_flops.get("fp32", 0)
         print(f"{name:18s} {bf16 / 1e12:8.1f} TFLOP/s bf16  {t.memory_bandwidth / 1e12:6.2f} TB/s  {t.description}")
+        if t.gpus_per_node and t.internode_bandwidth:  # interconnect (passes/collectives.py), per device and direction
+            intra = t.intranode_bandwidth or t.pcie_bandwidth or 0
+            print(f"{'':18s} {t.gpus_per_node:3d} per node  {_link(t, 'intranode_bandwidth')} {intra / 1e9:.0f} GB/s  "
+                  f"{_link(t, 'internode_bandwidth')} {t.internode_bandwidth / 1e9:.1f} GB/s  (per device and direction)")
     return 0
 
 
@@ -264,20 +296,64 @@ def _sweep(args) -> int:
     fixed = {k: v for k, v in result.bindings.items() if k not in axes}
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     times = {t: sweep(time_expr(kernels, t, fixed), grid)["value"] for t in targets}
+    peak, budgets = _sweep_memory(result, grid, fixed, targets, args.reserve)
     n = len(next(iter(grid.values()))) if grid else 1
-    rows = [",".join([*axes, *(f"time_s[{t}]" for t in targets)])]
+    rows = [",".join([*axes, *(f"time_s[{t}]" for t in targets), "peak_bytes", *(f"fits[{t}]" for t in targets)])]
     for i in range(n):
         cells = [f"{grid[a][i]:g}" for a in axes] + [f"{np.atleast_1d(times[t])[i if n > 1 else 0]:.6g}" for t in targets]
+        p = float(np.atleast_1d(peak)[i if n > 1 else 0])
+        cells += [f"{p:.6g}", *("yes" if p <= budgets[t] else "no" for t in targets)]
         rows.append(",".join(cells))
     write_output("\n".join(rows) + "\n", args.output, args.force)
     return 0
 
 
+def _sweep_memory(result, grid, fixed, targets, reserve):
+    """Peak memory over the grid (the symbolic peak, vectorized) and each target's usable bytes."""
+    from irtools.hardware import load_target
+    from irtools.ir.symbols import sym
+    from passes.fit import usable
+    from passes.roofline import sweep
+
+    expr = result.memory.peak.xreplace({sym(k): v for k, v in fixed.items()})
+    return sweep(expr, grid)["value"], {t: usable(load_target(t), reserve) for t in targets}
+
+
+def _fit(args) -> int:
+    from passes.fit import fit_dict, solve
+
+    if not args.target:
+        raise UsageError("irtools fit needs --target (see `irtools targets`)")
+    result = _run_analysis(args)
+    out = solve(result.memory.peak, result.roofline.target, result.bindings, args.solve, args.reserve)
+    data = fit_dict(out, result)
+    if args.format == "json":
+        write_output(json.dumps(data, indent=2) + "\n", None)
+        return 0
+    from irtools.export.text import human
+
+    lines = [f"{data['model']} ({data['scenario']}, {data['mode']} mode, KV cache {data['kv_cache']}) on {out.target}: "
+             f"{human(out.capacity, 'B')} ({out.source}), {out.reserve:.0%} reserved -> {human(out.usable, 'B')} usable",
+             f"peak memory: {data['peak']}"]
+    for a in out.answers:
+        fixed = ", ".join(f"{k}={v:g}" for k, v in sorted(a.bindings.items()))
+        if a.largest is None:
+            lines.append(f"nothing fits: at {a.symbol}=1 the peak is {human(a.peak_above, 'B')} ({fixed})")
+        elif a.limited:
+            lines.append(f"{a.symbol}: no limit up to {a.largest} ({fixed})")
+        else:
+            lines.append(f"largest {a.symbol}: {a.largest}  (peak {a.peak:,.0f} B; at {a.largest + 1}: "
+                         f"{a.peak_above:,.0f} B)  [{fixed}]")
+    write_output("\n".join(lines) + "\n", None)
+    return 0
+
+
 def _analyze(args) -> int:
+    from irtools.export.escape import json_text  # NaN / Infinity never written: null, listed in "non_finite"
     from irtools.export.text import RENDERERS
 
     report = _run_analysis(args).to_dict()
-    text = json.dumps(report, indent=2) + "\n" if args.format == "json" else RENDERERS[args.format](report)
+    text = json_text(report, indent=2) + "\n" if args.format == "json" else RENDERERS[args.format](report)
     write_output(text, args.output, args.force)
     return 0
 
@@ -293,9 +369,31 @@ def _presets(_args) -> int:
     return 0
 
 
+def _ops(args) -> int:
+    from passes.costs.coverage import aten_coverage, rule_table
+    from passes.costs.onnx_coverage import onnx_coverage
+
+    rows = rule_table()
+    aten, aten_missing = aten_coverage(live=False)
+    onnx_ops, onnx_missing = onnx_coverage()
+    coverage = {
+        "core_aten": {"total": len(aten), "covered": len(aten) - len(aten_missing), "missing": aten_missing},
+        "onnx_default_domain": {"total": len(onnx_ops), "covered": len(onnx_ops) - len(onnx_missing), "missing": onnx_missing},
+    }
+    if args.format == "json":
+        sys.stdout.write(json.dumps({"ops": rows, "coverage": coverage}, indent=2) + "\n")
+        return 0
+    for row in rows:
+        print(f"{row['op']:48s} {row['kind']:12s} {row['convention']}")
+    for name, c in coverage.items():
+        missing = f"; missing: {', '.join(c['missing'])}" if c["missing"] else ""
+        print(f"{name}: {c['covered']} of {c['total']} ops have a cost rule{missing}")
+    return 0
+
+
 COMMANDS = {
     "analyze": _analyze, "export": _export, "annotate": _annotate, "targets": _targets,
-    "calibrate": _calibrate, "sweep": _sweep, "presets": _presets,
+    "calibrate": _calibrate, "sweep": _sweep, "presets": _presets, "ops": _ops, "fit": _fit,
 }
 
 

@@ -4,7 +4,7 @@ destination's folder and a rename, so that a failed write (a full disk, ``ulimit
 leaves the old file whole, and an existing output that is not a regular file is refused.
 
 Every problem is an :class:`~irtools.ir.errors.IrtoolsError` of the caller's class with one
-line of text (docs/conventions.md: bad input is one line, exit status 2).
+line of text (docs/architecture.md: bad input is one line, exit status 2).
 """
 
 from __future__ import annotations

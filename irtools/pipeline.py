@@ -23,7 +23,7 @@ from typing import Any
 
 import networkx as nx
 
-from irtools.ir import COSTS, CollapseInfo, IRGraph
+from irtools.ir import ALL_COSTS, COSTS, CollapseInfo, IRGraph
 from irtools.ir.errors import UsageError
 from irtools.result import AnalysisResult, ModuleCost, resolve_bindings, totals
 from passes.annotate_costs import annotate_costs, coverage
@@ -48,7 +48,12 @@ class Options:
     target: Any = None  # a target name, TOML path or irtools.hardware.Target
     mode: str | None = None  # eager | fused | flash
     kv_cache: str | None = None  # copy | static; default: static in fused/flash modes, else copy
+    all_logits: bool = False  # a causal LM's head on every position (default: the last, as generation)
     module_documents: bool = False  # also build the seed's module-analysis documents
+    memory_reserve: float = 0.10  # share of the target's memory kept free (passes/fit.py)
+    optimizer: str = "adamw"  # train: sgd | adam | adamw[:single|:foreach|:fused] (passes/optimizer.py)
+    recompute: str = "none"  # train: none | selective | full (passes/recompute.py)
+    micro_batches: int = 1  # train: forward+backward passes accumulated per optimizer step
     progress: Callable[[int, int], None] | None = None  # (done, total) while an ONNX graph is read
 
     @property
@@ -74,14 +79,32 @@ def run(options: Options) -> AnalysisResult:
     from irtools.recipes.presets import DEFAULT_PRESET, recipe_for
 
     model = model or DEFAULT_PRESET
-    recipe = recipe_for(model, options.scenario)
+    recipe = recipe_for(model, options.scenario, options.all_logits)
     if options.collapse_layers:
         result = _run_collapsed(recipe, options)
         if result is not None:
             return result
     generalize = config_generalizer(recipe) if options.symbolic_config else None
-    return run_module(recipe.module, recipe.args, recipe.kwargs, recipe.dims, options, name=recipe.name,
-                      generalize=generalize)
+    return run_ir(capture_recipe(recipe), options, generalize=generalize)
+
+
+def capture_recipe(recipe, name: str | None = None) -> IRGraph:
+    """Capture a recipe's module; its graph facts (logits, sliding windows) go into ``ir.meta``
+    and windowed layers get their cache length capped (passes.sliding_window)."""
+    from irtools.capture.torch.export import capture_module
+    from passes.sliding_window import cap_windows
+
+    if getattr(recipe, "loss", None) is not None:  # train: the joint forward+backward graph
+        from irtools.capture.torch.joint import capture_joint, loss_wrapper_prefix
+
+        ir = capture_joint(recipe.module, recipe.args, recipe.kwargs, recipe.dims, name=name or recipe.name,
+                           model_attr=loss_wrapper_prefix(recipe.module))
+    else:
+        ir = capture_module(recipe.module, recipe.args, recipe.kwargs, recipe.dims, name=name or recipe.name)
+    ir.meta.logits, ir.meta.sliding_windows = recipe.logits, recipe.sliding_windows
+    ir.meta.notes = list(getattr(recipe, "notes", None) or [])
+    cap_windows(ir)
+    return ir
 
 
 def run_module(module, args=(), kwargs=None, dims=None, options: Options | None = None, *, name=None,
@@ -90,6 +113,10 @@ def run_module(module, args=(), kwargs=None, dims=None, options: Options | None 
     from irtools.capture.torch.export import capture_module
 
     options = options or Options()
+    if options.scenario == "train":  # the joint forward+backward graph of the module and a loss
+        from irtools.recipes.train import module_recipe
+
+        return run_ir(capture_recipe(module_recipe(module, args, kwargs, dims, name)), options, generalize=generalize)
     ir = capture_module(module, args, kwargs, dims, name=name)
     return run_ir(ir, options, generalize=generalize)
 
@@ -100,6 +127,7 @@ def run_ir(ir: IRGraph, options: Options | None = None, *, scenario: Any = "opti
     ``generalize(ir)`` (see :func:`config_generalizer`) rewrites verified costs in config symbols."""
     options = options or Options()
     ir.meta.kv_cache = options.kv_cache_model
+    _prepare_training(ir, options)
     annotate_costs(ir)
     if generalize is not None:
         generalize(ir)
@@ -125,7 +153,45 @@ def _finish(ir: IRGraph, options: Options, scenario: str | None, composed_totals
         result.module_documents = module_documents(ir)
     if options.wants_kernels:
         _kernels(result, options)
+    if ir.meta.training is not None:
+        _training(result, options)
+    else:
+        _memory(result, options)
     return result
+
+
+def _prepare_training(ir: IRGraph, options: Options) -> None:
+    """A joint training graph: recompute regions and optimizer nodes, before the costs."""
+    if ir.meta.training is None or ir.meta.training.prepared is not None:
+        return
+    from passes.training import TrainingOptions, prepare_training
+
+    w_bytes = options.bindings.get("w_bytes", ir.default_bindings.get("w_bytes", 4))
+    train = TrainingOptions(options.optimizer, options.recompute, options.micro_batches)
+    ir.meta.training.prepared = prepare_training(ir, train, w_bytes)
+
+
+def _training(result: AnalysisResult, options: Options) -> None:
+    """The training step: phases, memory, time and MFU (passes/training.py); with a target, the fit."""
+    from passes.fit import check_fit
+    from passes.training import TrainingOptions, summarize_training
+
+    train = TrainingOptions(options.optimizer, options.recompute, options.micro_batches)
+    result.training = summarize_training(result, result.ir.meta.training.prepared, train)
+    if result.roofline is not None:
+        result.training.fit = check_fit(result.training.memory.peak, result.roofline.target, result.bindings,
+                                        options.memory_reserve)
+
+
+def _memory(result: AnalysisResult, options: Options) -> None:
+    """Peak memory from tensor lifetimes (kernel-level with a mode); with a target, the fit."""
+    from passes.fit import check_fit
+    from passes.memory import analyze_memory
+
+    result.memory = analyze_memory(result.ir, result.kernels, result.bindings)
+    if result.roofline is not None:
+        result.memory.fit = check_fit(result.memory.peak, result.roofline.target, result.bindings,
+                                      options.memory_reserve)
 
 
 def _kernels(result: AnalysisResult, options: Options) -> None:
@@ -155,7 +221,6 @@ def _module_tree(tree, path: str = "") -> ModuleCost:
 
 def config_generalizer(recipe):
     """The generalize step for a recipe that can be rebuilt at other configs."""
-    from irtools.capture.torch.export import capture_module
     from passes.generalize import generalize
 
     if recipe.rebuild is None or recipe.space is None:
@@ -163,7 +228,7 @@ def config_generalizer(recipe):
 
     def capture_at(free_values):
         probe = recipe.rebuild(recipe.space.fields(free_values))
-        return capture_module(probe.module, probe.args, probe.kwargs, probe.dims, name=probe.name)
+        return capture_recipe(probe)
 
     def run_generalize(ir):
         ir.meta.generalized = generalize(ir, capture_at, recipe.space, recipe.space.values(recipe.config))
@@ -173,7 +238,6 @@ def config_generalizer(recipe):
 
 def _run_collapsed(recipe, options: Options) -> AnalysisResult | None:
     """Analyze a three-block version of the model; None where that cannot stand for it."""
-    from irtools.capture.torch.export import capture_module
     from passes.compose import composed_costs
 
     space = recipe.space
@@ -183,8 +247,9 @@ def _run_collapsed(recipe, options: Options) -> AnalysisResult | None:
     if layers <= TRACED_LAYERS:
         return None
     small = recipe.rebuild({space.layers_field: TRACED_LAYERS})
-    ir = capture_module(small.module, small.args, small.kwargs, small.dims, name=recipe.name)
+    ir = capture_recipe(small, name=recipe.name)
     ir.meta.kv_cache = options.kv_cache_model
+    _prepare_training(ir, options)
     annotate_costs(ir)
     if options.symbolic_config:
         config_generalizer(small)(ir)
@@ -202,4 +267,4 @@ def _run_collapsed(recipe, options: Options) -> AnalysisResult | None:
     for path in [*nx.ancestors(tree, parent), parent]:  # costs above the stack: num_layers blocks
         tree.nodes[path].update(composed_costs(ir, path))
     build_lines(ir, options.line_module)
-    return _finish(ir, options, options.scenario, composed_totals={c: tree.nodes[""][c] for c in COSTS})
+    return _finish(ir, options, options.scenario, composed_totals={c: tree.nodes[""][c] for c in ALL_COSTS})

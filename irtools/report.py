@@ -45,6 +45,7 @@ def _node(result, node_id: str, a: dict) -> dict[str, Any]:
         "flops": cost(result, a["flops"]),
         "bytes_read": cost(result, a["bytes_read"]),
         "bytes_written": cost(result, a["bytes_written"]),
+        "matmul_flops": cost(result, a["matmul_flops"]),
         "unsupported": a["unsupported"],
     }
 
@@ -206,6 +207,49 @@ def kernels_report(roofline) -> dict[str, Any]:
     }
 
 
+def _source(src) -> dict[str, Any] | None:
+    return {"file": src.file, "line": src.line, "code": src.code} if src is not None else None
+
+
+def memory_report(result) -> dict[str, Any] | None:
+    """The ``memory`` keys (docs/report.md) of ``result.memory`` (a passes.memory.MemoryResult)."""
+    m = result.memory
+    if m is None:
+        return None
+    out: dict[str, Any] = {
+        "mode": m.mode,
+        "lifetimes": m.lifetimes,
+        "kv_cache": m.kv_cache,
+        "peak": cost(result, m.peak),
+        "held": {c: cost(result, e) for c, e in m.held.items()},
+        "steps": len(m.steps),
+    }
+    s = m.summary
+    if s is not None:
+        node = result.ir.node(s.node)
+        out["at_peak"] = {
+            "step": s.step, "kernel": s.kernel, "node": s.node, "op": node.op, "module": node.module or "",
+            "source": _source(node.source), "bytes": s.bytes,
+            "breakdown": {c: {"expr": text(s.breakdown_expr[c]), "value": v} for c, v in s.breakdown.items()},
+        }
+        out["largest"] = [{
+            "value": t.value, "node": t.node, "category": t.category, "bytes": t.bytes, "expr": text(t.nbytes),
+            "shape": [text(d) for d in t.shape], "dtype": t.dtype, "source": _source(t.source), "note": t.note,
+        } for t in s.largest]
+        anchors = [result.ir.node(st.anchor) for st in m.steps]
+        out["timeline"] = {
+            "categories": list(s.breakdown),
+            "steps": [{"id": st.id, "node": st.anchor, "op": a.op, "module": a.module or "",
+                       "line": a.source.line if a.source is not None else None,
+                       "bytes": [v[c] for c in s.breakdown]} for st, a, v in zip(m.steps, anchors, s.timeline)],
+        }
+    if m.fit is not None:
+        f = m.fit
+        out["fit"] = {"target": f.target, "capacity": f.capacity, "capacity_source": f.source, "reserve": f.reserve,
+                      "usable": f.usable, "peak": f.peak, "fits": f.fits, "headroom": f.headroom}
+    return out
+
+
 def build_report(result, edges: bool = False) -> dict[str, Any]:
     """The report dict of ``result``; ``edges`` adds ``[[producer, consumer], ...]``."""
     ir = result.ir
@@ -228,10 +272,18 @@ def build_report(result, edges: bool = False) -> dict[str, Any]:
         "composed": None if result.composed is None else {k: cost(result, v) for k, v in result.composed.items()},
         "collapsed": _collapse(ir),
         "unsupported": [{"op": op, "count": n} for op, n in result.unsupported],
+        "complete": result.complete,
         "coverage": _coverage(result),
+        "memory": memory_report(result),
     }
     if any(spec.role == "kv_cache" for spec in ir.inputs.values()):
         report["kv_cache"] = KV_CACHE_TEXT[ir.meta.kv_cache or "copy"]
+    if ir.meta.logits:
+        report["logits"] = ir.meta.logits
+    if ir.meta.sliding_windows:
+        report["sliding_windows"] = dict(ir.meta.sliding_windows)
+    if ir.meta.notes:
+        report["notes"] = list(ir.meta.notes)
     if edges:
         ids = {n["id"] for n in report["nodes"]}
         report["edges"] = [[u, v] for u, v in ir.graph.edges() if u in ids and v in ids]

@@ -10,9 +10,9 @@ from typing import Any
 
 import sympy
 
-from irtools.ir import COSTS, IRGraph
+from irtools.ir import ALL_COSTS, IRGraph, numeric
 from irtools.ir.errors import UsageError
-from irtools.ir.symbols import BYTE_SYMBOLS, evaluate, evaluate_cached, sym
+from irtools.ir.symbols import BYTE_SYMBOLS, evaluate, evaluate_cached, normalize_bindings, sym
 
 #: Example bindings per scenario (the values shown beside each formula).
 SCENARIO_BINDINGS = {
@@ -50,6 +50,7 @@ class AnalysisResult:
     roofline: Any = None  # passes.roofline.RooflineResult, with a target
     module_documents: list[dict[str, Any]] | None = None  # the seed's module-analysis JSON
     memory: Any = None  # passes.memory result: peak memory and its breakdown
+    training: Any = None  # passes.training.TrainingResult (train scenario)
 
     @property
     def nodes(self) -> list[tuple[str, dict]]:
@@ -119,18 +120,20 @@ def resolve_bindings(result: AnalysisResult, bindings: dict[str, float] | None) 
     known = result.symbols
     base = {k: v for k, v in base.items() if k in known}
     check_bindings(known, dict(bindings or {}))
-    out = {**base, **(bindings or {})}
-    if "kv_len" in out:  # kv_len is derived: cache_len = kv_len - seq_len
-        kv = out.pop("kv_len")
-        out["cache_len"] = kv - out.get("seq_len", 0)
+    given = dict(bindings or {})
+    if "kv_len" in given:  # kv_len is derived: cache_len = kv_len - seq_len
+        given.pop("cache_len", None)
+        base.pop("cache_len", None)
+    out = normalize_bindings({**base, **given})
+    if "kv_len" in given:
         check_bindings(known, {"cache_len": out["cache_len"]})
     return out
 
 
 def total(ir: IRGraph, cost: str) -> sympy.Expr:
     """The sum of one cost over every node of ``ir``."""
-    return sympy.expand(sympy.Add(*(a[cost] for _, a in ir.nodes())))
+    return numeric.expand(numeric.total(a[cost] for _, a in ir.nodes()))  # ints summed as ints
 
 
 def totals(ir: IRGraph) -> dict[str, sympy.Expr]:
-    return {c: total(ir, c) for c in COSTS}
+    return {c: total(ir, c) for c in ALL_COSTS}

@@ -13,6 +13,7 @@ from collections import Counter
 import sympy
 
 from irtools.ir import IRGraph
+from irtools.ir.numeric import expand
 from passes.costs import Cost, OpCall, lookup
 from passes.kv_cache import cache_update_cost
 
@@ -20,7 +21,7 @@ _ZERO = sympy.Integer(0)
 
 
 def _expand(expr) -> sympy.Expr:
-    return expr if getattr(expr, "is_Number", False) else sympy.expand(expr)
+    return expand(expr)  # skips sympy where nothing would change (irtools.ir.numeric)
 
 
 def _key(call: OpCall):

@@ -17,7 +17,7 @@ from typing import Any
 import sympy
 
 from irtools.ir import IRGraph
-from irtools.ir.kinds import COSTS
+from irtools.ir.kinds import ALL_COSTS, COSTS
 from irtools.ir.symbols import pretty, sym
 from passes.hierarchy import layer_factor
 from passes.lines import LineEntry, line_table, module_call_args
@@ -97,7 +97,7 @@ def _children_calls(ir: IRGraph, path: str):
 
 def _own(ir: IRGraph, path: str) -> dict[str, sympy.Expr]:
     nodes = [a for _, a in ir.nodes() if a.get("module") == path]
-    return {c: sympy.expand(sympy.Add(*(a[c] for a in nodes))) for c in COSTS}
+    return {c: sympy.expand(sympy.Add(*(a[c] for a in nodes))) for c in ALL_COSTS}
 
 
 def composed_costs(ir: IRGraph, path: str = "") -> dict[str, sympy.Expr]:
@@ -112,7 +112,7 @@ def composed_costs(ir: IRGraph, path: str = "") -> dict[str, sympy.Expr]:
         parts = [(composed_costs(ir, paths[0]), len(paths))] if alike else [(composed_costs(ir, p), 1) for p in paths]
         for costs, count in parts:
             factor = layer_factor(ir, paths) if count > 1 else 1
-            total = {c: total[c] + factor * costs[c] for c in COSTS}
+            total = {c: total[c] + factor * costs[c] for c in ALL_COSTS}
     return {c: sympy.expand(v) for c, v in total.items()}
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 
 import networkx as nx
-import sympy
 
-from irtools.ir import IRGraph, is_layer_stack
-from irtools.ir.kinds import COSTS
+from irtools.ir import IRGraph, is_layer_stack, numeric
+from irtools.ir.kinds import ALL_COSTS
 
 
 def layer_stacks(tree) -> list[list[str]]:
@@ -57,10 +56,10 @@ def build_hierarchy(ir: IRGraph) -> IRGraph:
             tree.nodes[path]["nodes"].append(node_id)
     for path in reversed(list(nx.topological_sort(tree))):  # children before parents
         data = tree.nodes[path]
-        for c in COSTS:
+        for c in ALL_COSTS:
             parts = [a[c] for a in data["own"] if a[c] != 0]
             parts += [tree.nodes[child][c] for child in tree.successors(path)]
-            data[c] = sympy.expand(sympy.Add(*parts))
+            data[c] = numeric.expand(numeric.total(parts))  # ints summed as ints
         del data["own"]
     ir.meta.modules = tree
     return ir

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import sympy
 
-from irtools.ir import Frame, IRGraph, TensorSpec
+from irtools.ir import Frame, IRGraph, TensorSpec, numeric
 from irtools.ir.symbols import pretty
 from passes.hierarchy import layer_factor
 
@@ -98,7 +98,7 @@ class LineTable:
 
 
 def _sum(exprs) -> sympy.Expr:
-    return sympy.expand(sympy.Add(*exprs))
+    return numeric.expand(numeric.total(exprs))  # ints summed as ints
 
 
 def module_call_args(ir: IRGraph, path: str, tree) -> tuple[sympy.Expr, ...]:

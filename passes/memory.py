@@ -41,6 +41,7 @@ from irtools.ir.kinds import op_packet
 from irtools.ir.symbols import from_kv_len, sym
 from passes.fusion import is_alias, is_kernel_node
 from passes.kv_cache import is_cache_update
+from passes.python_refs import python_holds
 
 CATEGORIES = ("weights", "buffers", "kv_cache", "inputs", "outputs", "activations", "temporaries")
 #: categories held by every step (allocated before the program or kept to its end)
@@ -72,6 +73,36 @@ class MemoryStep:
     id: str
     nodes: tuple[str, ...]
     anchor: str  # the member that names the step
+    pattern: str = "op"  # the kernel's pattern (flash_attention, gemm, ...)
+
+
+@dataclass
+class LiveTensor:
+    """A storage live at the peak: who made it, where in the source, how large."""
+
+    value: str
+    node: str | None
+    category: str
+    nbytes: sympy.Expr
+    bytes: float
+    shape: tuple
+    dtype: str
+    source: Any = None  # irtools.ir.SourceLoc of the producing node
+    note: str = ""
+
+
+@dataclass
+class PeakInfo:
+    """The peak under concrete bindings: its step, breakdown, largest tensors, the whole timeline."""
+
+    step: int
+    kernel: str
+    node: str
+    bytes: float
+    breakdown: dict[str, float]
+    breakdown_expr: dict[str, sympy.Expr]
+    largest: list[LiveTensor]
+    timeline: list[dict[str, float]]  # per step, bytes per category
 
 
 @dataclass
@@ -86,7 +117,9 @@ class MemoryResult:
     candidates: list[int]  # steps whose totals make up ``peak``
     peak: sympy.Expr
     held: dict[str, sympy.Expr]  # the HELD categories after the last step
+    lifetimes: str = "graph"  # graph: freed after the last use | python: eager PyTorch's references
     collapse: CollapseInfo | None = None
+    summary: PeakInfo | None = None  # at the analysis's bindings (see :func:`summarize`)
     fit: Any = None  # passes.fit.FitCheck, with a target
     _monomials: list = field(default_factory=list, repr=False)
 
@@ -210,7 +243,8 @@ def _steps(ir: IRGraph, kernels) -> list[MemoryStep]:
     kg = kernels.graph
     first = {k: min(order[n] for n in kg.nodes[k]["kernel"].nodes) for k in kg.nodes}
     ids = list(nx.lexicographical_topological_sort(kg, key=first.__getitem__))
-    return [MemoryStep(i, k, kg.nodes[k]["kernel"].nodes, kg.nodes[k]["kernel"].anchor) for i, k in enumerate(ids)]
+    kernel = {k: kg.nodes[k]["kernel"] for k in ids}
+    return [MemoryStep(i, k, kernel[k].nodes, kernel[k].anchor, kernel[k].pattern) for i, k in enumerate(ids)]
 
 
 def _block(ir: IRGraph, node: str, stack: str) -> int | None:
@@ -218,7 +252,7 @@ def _block(ir: IRGraph, node: str, stack: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _storages(ir: IRGraph, steps: list[MemoryStep], fused: bool) -> tuple[list[Storage], dict[str, str]]:
+def _storages(ir: IRGraph, steps: list[MemoryStep], fused: bool, python_refs: bool) -> tuple[list[Storage], dict]:
     static = (ir.meta.kv_cache or "copy") == "static"
     root, grown = _roots(ir, static)
     step_of = {n: s.index for s in steps for n in s.nodes}
@@ -229,21 +263,29 @@ def _storages(ir: IRGraph, steps: list[MemoryStep], fused: bool) -> tuple[list[S
             continue
         for v in _tensor_inputs(ir, a):
             readers.setdefault(root.get(v, v), set()).add(step_of[n])
+    if python_refs:  # eager PyTorch: names and call arguments keep tensors past their last use
+        at, k = [], -1
+        for n in ir.graph.nodes:
+            k = step_of.get(n, k)
+            at.append(k)
+        for v, pos in python_holds(ir).items():
+            if at[pos] >= 0:
+                readers.setdefault(root.get(v, v), set()).add(at[pos])
     outputs = {root.get(v, v) for v in ir.meta.output_values or [] if v in ir.values}
+    tied = _tied_inputs(ir, readers)
+    flash = {s.index for s in steps if s.pattern == "flash_attention"}
     storages = []
-    owners = {r for r in root.values()}
-    for r in owners:
+    for r in dict.fromkeys(root.values()):
         value = ir.values.get(r)
         spec = value.spec if value is not None else None
         if spec is None:
             continue
         nbytes = grown.get(r, spec.nbytes)
         uses = readers.get(r, set())
-        if value.producer is None:
-            if not uses and r not in outputs:
-                continue  # an input nothing reads (an empty lifted constant, an unused argument)
-            category = _INPUT_CATEGORY.get(spec.role, "inputs")
-            storages.append(Storage(r, nbytes, category, -1, n_steps, None, spec))
+        if value.producer is None:  # parameters, buffers and inputs are held whether read or not
+            if r in tied:
+                continue
+            storages.append(Storage(r, nbytes, _INPUT_CATEGORY.get(spec.role, "inputs"), -1, n_steps, None, spec))
             continue
         at = step_of.get(value.producer)
         if at is None:  # made by a free op: allocated at the first step that reads it
@@ -256,8 +298,82 @@ def _storages(ir: IRGraph, steps: list[MemoryStep], fused: bool) -> tuple[list[S
             continue
         if fused and uses <= {at}:
             continue  # produced and read inside one kernel: never materialized
+        if uses and uses <= flash and _head_expansion(ir, value.producer):
+            continue  # FlashAttention reads grouped K/V heads in place: repeat_kv's copy is not held
         storages.append(Storage(r, nbytes, "transient", at, max(uses | {at}), value.producer, spec))
+    if not fused:
+        storages += _operand_copies(ir, steps)
     return storages, root
+
+
+def _head_expansion(ir: IRGraph, node_id: str) -> bool:
+    """A copy of a broadcast view (``expand`` + ``reshape``: repeat_kv's K/V heads for GQA)."""
+    a = ir.node(node_id)
+    first = next((spec for spec in a.inputs if spec is not None), None)
+    return a.kind == "copy" and first is not None and bool(first.broadcast_dims)
+
+
+def _tied_inputs(ir: IRGraph, readers: dict) -> set[str]:
+    """Inputs that are a second name of another input's tensor (tied weights: torch.export keeps
+    a placeholder per name and reads one of them), from the exported program's state."""
+    ep = ir.meta.exported_program
+    sig, state = getattr(ep, "graph_signature", None), getattr(ep, "state_dict", None)
+    if sig is None or state is None:
+        return set()
+    tensors = {**(getattr(ep, "constants", None) or {}), **state}
+    names: dict[int, list[str]] = {}
+    for spec in sig.input_specs:
+        target = getattr(spec, "target", None)
+        if target in tensors and spec.arg.name in ir.values:
+            names.setdefault(id(tensors[target]), []).append(spec.arg.name)
+    out = set()
+    for group in names.values():
+        keep = next((n for n in group if n in readers), group[0])
+        out |= set(group) - {keep}
+    return out
+
+
+def _operand_copies(ir: IRGraph, steps: list[MemoryStep]) -> list[Storage]:
+    """ATen's composite ``matmul`` views each batched operand as (batch, rows, cols) with
+    ``expand(...).reshape(...)``, which copies when the batch dims cannot merge (a permuted or
+    broadcast layout): a temporary of the operand's size at that step (eager mode). Strides
+    come from the exported program; without them a non-contiguous operand counts as copied."""
+    matmuls = [s for s in steps if op_packet(ir.node(s.anchor).op) == "aten.matmul"]
+    layouts = _layouts(ir, {v for s in matmuls for v in ir.node(s.anchor).input_values if v is not None})
+    out = []
+    for s in matmuls:
+        a = ir.node(s.anchor)
+        for i, (v, spec) in enumerate(zip(a.input_values, a.inputs)):
+            if spec is None or len(spec.shape) < 3:
+                continue
+            layout = layouts.get(v)
+            if layout is None and spec.contiguous or layout is not None and _mergeable(*layout):
+                continue
+            out.append(Storage(f"{s.anchor}:operand{i}", spec.numel * spec.itemsize, "transient", s.index, s.index,
+                               s.anchor, spec, note="contiguous copy made inside aten.matmul"))
+    return out
+
+
+def _layouts(ir: IRGraph, names: set[str]) -> dict[str, tuple[list, list]]:
+    """FX node name -> (sizes, strides) as sympy expressions, from the exported program."""
+    graph = getattr(ir.meta.exported_program, "graph", None)
+    out = {}
+    for node in getattr(graph, "nodes", ()):
+        val = node.meta.get("val") if node.name in names else None
+        if hasattr(val, "stride") and hasattr(val, "shape"):
+            out[node.name] = ([_sym(d) for d in val.shape], [_sym(d) for d in val.stride()])
+    return out
+
+
+def _sym(size) -> sympy.Expr:
+    """A size or stride (int or SymInt) as a sympy expression."""
+    return sympy.sympify(getattr(getattr(size, "node", None), "expr", size))
+
+
+def _mergeable(sizes: list, strides: list) -> bool:
+    """Whether the dims before the last two can be viewed as one (no copy to reshape)."""
+    dims = [(n, st) for n, st in zip(sizes[:-2], strides[:-2]) if n != 1]
+    return all(sympy.expand(s0 - s1 * n1) == 0 for (_, s0), (n1, s1) in zip(dims, dims[1:]))
 
 
 def _collapsed_copies(ir: IRGraph, storages: list[Storage], steps: list[MemoryStep], root) -> list[Storage]:
@@ -346,23 +462,61 @@ def _candidates(step_bytes: list[dict[str, Poly]], monomials) -> list[int]:
                                              not dominates(totals[k], totals[j]) for j in kept))
 
 
-def memory(ir: IRGraph, kernels=None) -> MemoryResult:
+def memory(ir: IRGraph, kernels=None, python_refs: bool | None = None) -> MemoryResult:
     """Live bytes at every step of ``ir`` (annotated by the cost pass; ``kernels``: a
-    passes.fusion.KernelGraph for fused / flash modes) and their symbolic peak."""
+    passes.fusion.KernelGraph for fused / flash modes) and their symbolic peak.
+
+    ``python_refs`` (default: in eager mode, for torch graphs) keeps tensors alive as long as
+    eager PyTorch's Python references do (passes/python_refs.py); otherwise a tensor is freed
+    after its last use, as a compiled graph does."""
     steps = _steps(ir, kernels)
     mode = kernels.mode if kernels is not None else "eager"
-    storages, root = _storages(ir, steps, fused=mode != "eager")
+    if python_refs is None:
+        python_refs = mode == "eager" and ir.frontend == "torch"
+    storages, root = _storages(ir, steps, mode != "eager", python_refs)
     storages += _collapsed_copies(ir, storages, steps, root)
     step_bytes = _sweep(storages, len(steps))
     monomials = sorted({m for p in step_bytes for c in p.values() for m in c}, key=sympy.default_sort_key)
     cands = _candidates(step_bytes, monomials) if steps else []
     totals = [to_expr(_total(step_bytes[i])) for i in cands]
-    peak = (sympy.Max(*totals) if len(totals) <= 12 else sympy.Max(*totals, evaluate=False)) if totals else sympy.Integer(0)
+    peak = sympy.Max(*totals, evaluate=False) if len(totals) > 1 else (totals[0] if totals else sympy.Integer(0))
     held = {c: to_expr(step_bytes[-1][c]) if steps else sympy.Integer(0) for c in HELD}
     result = MemoryResult(mode, ir.meta.kv_cache or "copy", steps, storages, step_bytes, cands, peak, held,
-                          ir.meta.collapse)
+                          "python" if python_refs else "graph", ir.meta.collapse)
     result._monomials = monomials
     return result
 
 
-__all__ = ["CATEGORIES", "HELD", "MemoryResult", "MemoryStep", "Storage", "dominates", "memory"]
+def analyze_memory(ir: IRGraph, kernels=None, bindings: dict[str, float] | None = None) -> MemoryResult:
+    """The memory step of the pipeline: :func:`memory`, summarized at ``bindings``."""
+    result = memory(ir, kernels)
+    result.summary = summarize(result, ir, dict(bindings or {}))
+    return result
+
+
+def summarize(result: MemoryResult, ir: IRGraph, bindings: dict[str, float], top: int = 8) -> PeakInfo | None:
+    """The peak of ``result`` under ``bindings`` (None while a dim is unbound): the step and
+    node, bytes per category, and the ``top`` largest tensors live there."""
+    timeline = result.values(bindings)
+    step = result.peak_step(bindings)
+    if timeline is None or step is None:
+        return None
+    subs = {sym(k): sympy.sympify(v) for k, v in bindings.items()}
+    live = []
+    for s in result.live_at(step):
+        category = s.category
+        if category == "transient":
+            category = "temporaries" if step in (s.start, s.end) else "activations"
+        node = ir.node(s.producer) if s.producer is not None and s.producer in ir.graph else None
+        spec = s.spec
+        live.append(LiveTensor(s.id, s.producer, category, s.nbytes, float(from_kv_len(s.nbytes).xreplace(subs)),
+                               tuple(spec.shape) if spec is not None else (), spec.dtype if spec is not None else "",
+                               node.source if node is not None else None, s.note))
+    live.sort(key=lambda t: -t.bytes)
+    st = result.steps[step]
+    return PeakInfo(step, st.id, st.anchor, sum(timeline[step].values()), timeline[step], result.breakdown(step),
+                    live[:top], timeline)
+
+
+__all__ = ["CATEGORIES", "HELD", "LiveTensor", "MemoryResult", "MemoryStep", "PeakInfo", "Storage", "analyze_memory",
+           "dominates", "memory", "summarize"]

@@ -22,6 +22,7 @@ expressions, so times stay symbolic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ import numpy as np
 import sympy
 
 from irtools.hardware import Target, load_target
-from irtools.ir.symbols import as_expr, from_kv_len, sym
+from irtools.ir.symbols import as_expr, from_kv_len, normalize_bindings, sym
 from passes.fusion import Kernel, KernelGraph
 
 DTYPE_OF_BYTES = ((0.5, "fp4"), (1, "fp8"), (2, "bf16"), (4, "fp32"), (8, "fp64"))
@@ -113,14 +114,6 @@ class RooflineResult:
         return self.kernel_graph.mode
 
 
-def normalize_bindings(bindings: Mapping[str, float] | None) -> dict[str, float]:
-    """Bindings in stored symbols: ``kv_len`` becomes ``cache_len = kv_len - seq_len``."""
-    out = dict(bindings or {})
-    if "kv_len" in out and "cache_len" not in out and "seq_len" in out:
-        out["cache_len"] = out["kv_len"] - out["seq_len"]
-    return out
-
-
 def evaluate_all(exprs: list, bindings: Mapping[str, float]) -> list[float | None]:
     """Values of many expressions at once (one ``lambdify``); None where symbols stay free."""
     bound = {sym(k): v for k, v in bindings.items()}
@@ -131,8 +124,18 @@ def evaluate_all(exprs: list, bindings: Mapping[str, float]) -> list[float | Non
         names = sorted(set().union(*(exprs[i].free_symbols for i in ok)), key=str)
         fn = sympy.lambdify(names, [exprs[i] for i in ok], "numpy")
         for i, v in zip(ok, fn(*(bound[s] for s in names))):
-            out[i] = float(v)
+            out[i] = finite_float(v)
     return out
+
+
+def finite_float(v) -> float | None:
+    """``float(v)``, or None where it is not a finite float (an integer past 1e308, inf, nan):
+    a report never carries a number that is not one (issue 18)."""
+    try:
+        out = float(v)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
 
 
 def interpolate(points, x) -> sympy.Expr:
@@ -238,7 +241,7 @@ def _rollups(items: list[tuple[list[tuple[str, str]], KernelTime]]) -> list[Roll
             entry[3] += kt.kernel.repeat
     out = []
     for key, (label, times, values, launches) in acc.items():
-        value = None if any(v is None for v in values) else float(sum(values))
+        value = None if any(v is None for v in values) else finite_float(sum(values))
         out.append(Rollup(key, label, sympy.Add(*times), value, launches))
     return out
 
@@ -259,7 +262,7 @@ def estimate(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping[
         kt.values = dict(zip(("flops", "bytes", "compute", "memory", "time"), values[5 * i : 5 * i + 5]))
     total = sympy.Add(*(kt.kernel.repeat * kt.time for kt in kts))
     vals = [kt.values["time"] for kt in kts]
-    total_value = None if any(v is None for v in vals) else float(sum(kt.kernel.repeat * v for kt, v in zip(kts, vals)))
+    total_value = None if any(v is None for v in vals) else finite_float(sum(kt.kernel.repeat * v for kt, v in zip(kts, vals)))
     by_module = []
     for kt in kts:
         chain = [(s.path, s.cls) for s in kt.kernel.scope] or [("", "")]
@@ -274,7 +277,7 @@ def estimate(kernel_graph: KernelGraph, target: Target | str, bindings: Mapping[
 
 def _sum(values: Iterable[float | None]) -> float | None:
     values = list(values)
-    return None if any(v is None for v in values) else float(sum(values))
+    return None if any(v is None for v in values) else finite_float(sum(values))
 
 
 # ---- vectorized sweep --------------------------------------------------------------------

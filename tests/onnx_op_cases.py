@@ -73,15 +73,16 @@ class Case:
 CASES: dict[str, Case] = {}
 
 
-def case(op, *ins, n=1, cid=None, domain="", opset=28, dynamic=(), runner="ort", needs=(), **attrs) -> Case:
-    """A one-node model: inputs named i0.., outputs y0..; ``None`` marks an absent optional input."""
+def case(op, *ins, n=1, cid=None, domain="", opset=28, dynamic=(), runner="ort", needs=(), attrs=None, **kw) -> Case:
+    """A one-node model: inputs named i0.., outputs y0..; ``None`` marks an absent optional input;
+    attributes as keywords (``attrs`` for names the keywords take)."""
     names, inputs = [], {}
     for i, spec in enumerate(ins):
         names.append("" if spec is None else f"i{i}")
         if spec is not None:
             inputs[f"i{i}"] = spec
     outs = [f"y{j}" for j in range(n)]
-    node = helper.make_node(op, names, outs, domain=domain or None, **attrs)
+    node = helper.make_node(op, names, outs, domain=domain or None, **kw, **(attrs or {}))
     c = Case(cid or op if not domain else f"{domain}.{cid or op}", [node], inputs, outs, domain, opset,
              frozenset(dynamic), runner, needs)
     CASES[c.id] = c
@@ -313,3 +314,66 @@ _MAP = _body("map", [node("Relu", ["e"], ["r"]), node("Add", ["r", "t"], ["r2"])
 chain("SequenceMap", [_SEQ, node("SequenceMap", ["s", "t"], ["y"], body=_MAP)], {"a": _A, "b": _B, "t": X(3)}, ["y"])
 chain("Optional", [node("Optional", ["x"], ["o"]), node("OptionalGetElement", ["o"], ["y"]),
                    node("OptionalHasElement", ["o"], ["h"])], {"x": X(2, 3)}, ["y", "h"], opset=27)
+
+# ---- com.microsoft (onnxruntime contrib ops with CPU kernels) -------------------------------
+
+_U8 = np.uint8
+
+
+def ms(op, *ins, **kw) -> Case:
+    return case(op, *ins, domain=MS, **kw)
+
+
+def _q(*shape):
+    return X(*shape, dtype=_U8, lo=0, hi=200)
+
+
+_S, _Z = K(0.05, F32), K(128, _U8)
+ms("DynamicQuantizeMatMul", X(3, 4), K(RNG.integers(-9, 9, (4, 5)).astype(np.int8)), K([0.1], F32), None,
+   K(np.ones(5, F32)))
+ms("MatMulInteger16", X(3, 4, dtype=np.int16, lo=-9, hi=9), K(RNG.integers(-9, 9, (4, 5)).astype(np.int16)))
+ms("MatMulIntegerToFloat", _q(3, 4), K(RNG.integers(0, 9, (4, 5)).astype(_U8)), _S, K([0.1], F32), _Z)
+ms("QGemm", _q(3, 4), _S, _Z, K(RNG.integers(-9, 9, (5, 4)).astype(np.int8)), K(0.1, F32), K(0, np.int8),
+   None, K(0.2, F32), K(10, _U8), transB=1)
+ms("QGemm", _q(3, 4), _S, _Z, K(RNG.integers(-9, 9, (4, 5)).astype(np.int8)), K(0.1, F32), K(0, np.int8),
+   cid="QGemm_float")
+for _op in ("QLinearAdd", "QLinearMul"):
+    ms(_op, _q(2, 3, 4), _S, _Z, _q(4), _S, _Z, K(0.1, F32), _Z)
+for _op in ("QLinearSigmoid", "QLinearLeakyRelu"):
+    ms(_op, _q(2, 3, 4), _S, _Z, K(0.1, F32), _Z)
+ms("QLinearSoftmax", _q(2, 3, 4), _S, _Z, K(1 / 256, F32), K(0, _U8), attrs={"opset": 13})
+ms("QLinearConcat", K(0.1, F32), _Z, _q(2, 3), _S, _Z, _q(2, 5), _S, _Z, axis=1)
+ms("QLinearAveragePool", _q(1, 3, 6, 5), _S, _Z, _S, _Z, kernel_shape=[2, 2], strides=[2, 1])
+ms("QLinearGlobalAveragePool", _q(2, 3, 5, 4), _S, _Z, _S, _Z, channels_last=0)
+ms("QLinearWhere", X(3, 4, dtype=bool), _q(2, 3, 4), _S, _Z, _q(4), _S, _Z, _S, _Z)
+ms("QAttention", _q(2, 3, 8), K(RNG.integers(0, 9, (8, 24)).astype(_U8)), K(np.zeros(24, F32)), K(0.05, F32),
+   K(0.05, F32), None, _Z, K(0, _U8), num_heads=2)
+ms("EmbedLayerNormalization", X(2, 3, dtype=np.int32, lo=0, hi=9), X(2, 3, dtype=np.int32, lo=0, hi=1),
+   K(RNG.random((10, 8), F32)), K(RNG.random((6, 8), F32)), K(RNG.random((2, 8), F32)), K(np.ones(8, F32)),
+   K(np.zeros(8, F32)), n=2)
+ms("FusedGemm", X(3, 4), X(4, 5), K(np.ones(5, F32)), activation="Relu")
+ms("TransposeMatMul", X(4, 3), X(4, 5), transA=1)
+ms("FusedMatMul", X(2, 4, 3), X(5, 4), transA=1, transB=1)
+ms("FusedConv", X(2, 3, 7, 6), K(_W), K(np.ones(4, F32)), activation="Relu")
+ms("Inverse", X(2, 3, 3))
+ms("GridSample", X(2, 3, 5, 4), X(2, 6, 7, 2))
+ms("MoE", X(4, 8), X(4, 3), K(RNG.random((3, 16, 8), F32)), None, K(RNG.random((3, 8, 16), F32)), k=2)
+ms("GatherBlockQuantized", K(RNG.integers(0, 255, (4, 8)).astype(_U8)), X(2, dtype=np.int64, lo=0, hi=3),
+   K(np.ones((4, 1), F32)), gather_axis=0, quantize_axis=1, block_size=16, bits=4)
+ms("MatMulBnb4", X(3, 32), K(RNG.integers(0, 255, 128).astype(_U8)), K(np.ones(16, F32)), K=32, N=8, block_size=16,
+   quant_type=1)
+ms("MatMulNBits", X(3, 32), K(RNG.integers(0, 255, (8, 2, 8)).astype(_U8)), K(np.ones(16, F32)), K=32, N=8, bits=4,
+   block_size=16)
+ms("DynamicQuantizeLSTM", X(5, 3, 4), K(RNG.integers(-9, 9, (1, 4, 24)).astype(np.int8)),
+   K(RNG.integers(-9, 9, (1, 6, 24)).astype(np.int8)), K(np.zeros((1, 48), F32)), None, None, None, None,
+   K([0.1], F32), K([0], np.int8), K([0.1], F32), K([0], np.int8), hidden_size=6, n=3)
+ms("Attention", X(2, 3, 8), K(RNG.random((8, 24), F32)), K(np.zeros(24, F32)), num_heads=2)
+ms("MultiHeadAttention", X(2, 3, 8), X(2, 5, 8), X(2, 5, 6), num_heads=2)
+ms("DecoderMaskedMultiHeadAttention", X(2, 1, 8), X(2, 1, 8), X(2, 1, 8), None, None, X(2, 2, 6, 4), X(2, 2, 6, 4),
+   K([3], np.int32), num_heads=2, past_present_share_buffer=1, n=3)
+ms("SkipLayerNormalization", X(2, 3, 8), X(2, 3, 8), K(np.ones(8, F32)), K(np.zeros(8, F32)))
+ms("SkipSimplifiedLayerNormalization", X(2, 3, 8), X(2, 3, 8), K(np.ones(8, F32)))
+for _op in ("FastGelu", "Gelu", "QuickGelu"):
+    ms(_op, X(2, 3, 8))
+ms("BiasGelu", X(2, 3, 8), K(np.ones(8, F32)))
+ms("RotaryEmbedding", X(2, 3, 8), K([[0, 1, 2], [1, 2, 3]], np.int64), X(5, 4), X(5, 4))

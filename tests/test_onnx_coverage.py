@@ -10,6 +10,7 @@ import pytest
 import sympy
 from onnx import helper, numpy_helper
 
+from irtools.capture.onnx import frontend
 from irtools.capture.onnx.frontend import CONTROL_OPS, capture_onnx
 from irtools.capture.onnx.inference import RULES as SHAPE_RULES
 from irtools.ir.symbols import sym
@@ -74,7 +75,9 @@ def evaluated(dims, case) -> list:
 
 
 @pytest.mark.parametrize("cid", sorted(CASES))
-def test_shapes_match_runtime(cid):
+def test_shapes_match_runtime(cid, monkeypatch):
+    """Shapes from irtools' rules alone: onnx.shape_inference's static hints are switched off."""
+    monkeypatch.setattr(frontend, "_static_hints", lambda model: {})
     case = CASES[cid]
     for module in case.needs:
         pytest.importorskip(module)
@@ -145,6 +148,40 @@ def test_int4_and_fp8_stored_width():
     by_input = {a["inputs"][0].dtype: a["bytes_read"] for _, a in ir.nodes()}
     assert by_input == {"int4": 64 * 32 // 2 + 4, "float8_e4m3fn": 64 * 32 + 4}
     assert reads["float32"]["flops"] == 64 * 32  # scale multiply, no zero point
+
+
+# (case, op, flops, bytes_read, bytes_written) by hand at the case's sizes, 4-byte floats
+HAND = [
+    ("Resize", "Resize", 2 * 4 * 3 * 8 * 7, None, 3 * 8 * 7 * 4),  # linear on 2 axes: 4 taps, 2 each
+    ("DFT", "DFT", 2 * 2.5 * 8 * 3, None, 2 * 5 * 2 * 4),  # 2 real transforms of 8: 2.5·n·log2 n
+    ("DequantizeLinear", "DequantizeLinear", 2 * 6, 6 * 1 + 4 + 1, 6 * 4),  # int8 read at 1 byte
+    ("QuantizeLinear", "QuantizeLinear", 4 * 24, 24 * 4 + 4 + 1, 24 * 1),
+    ("DynamicQuantizeLinear", "DynamicQuantizeLinear", 6 * 24, 24 * 4, 24 + 4 + 1),
+    ("TensorScatter", "TensorScatter", 0, 2 * 3 * 2 * 4 * 4 + 16, 2 * 3 * 2 * 4 * 4),  # in-place update
+    ("SequenceConstruct", "SequenceConstruct", 0, 2 * 6 * 4, 2 * 6 * 4),
+    ("SequenceAt", "SequenceAt", 0, 6 * 4 + 8, 6 * 4),
+    ("NonMaxSuppression", "NonMaxSuppression", 12 * 2 * 6 * 5 / 2, None, None),
+    ("Det", "Det", 2 * 64 / 3 * 3, None, None),
+    ("SoftmaxCrossEntropyLoss", "SoftmaxCrossEntropyLoss", 3 * 15 + 2 * 3, None, None),
+    ("OneHot_sym", "OneHot", 3 * 5, None, 3 * 5 * 4),
+    ("RoiAlign", "RoiAlign", 3 * 3 * 2 * 3 * 4 * 9, None, None),
+    ("GridSample", "GridSample", 2 * 3 * 6 * 7 * 4 * 2, None, None),
+    ("SwiGLU", "SwiGLU", 24 * 6, 2 * 24 * 4, 24 * 4),
+    ("com.microsoft.MoE", "com.microsoft.MoE", 4 * 2 * 512 + 4 * 2 * (16 + 8) + 4 * 4 * 3, None, None),
+    ("com.microsoft.QAttention", "com.microsoft.QAttention", 2304 + 288 + 576 + 144, None, None),
+    ("com.microsoft.GatherBlockQuantized", "com.microsoft.GatherBlockQuantized", 2 * 32, 16 + 2 * 4 + 2 * 8, 32 * 4),
+]
+
+
+@pytest.mark.parametrize(("cid", "op", "flops", "read", "written"), HAND, ids=[h[0] for h in HAND])
+def test_costs_by_hand(cid, op, flops, read, written):
+    case = CASES[cid]
+    node = costs(case.model())[op]
+    values = {sym(f"n{d}"): d for spec in case.inputs.values() for d in spec.value.shape}
+    values.update({sym("a_bytes"): 4, sym("w_bytes"): 4})
+    for key, want in (("flops", flops), ("bytes_read", read), ("bytes_written", written)):
+        if want is not None:
+            assert float(sympy.sympify(node[key]).subs(values)) == pytest.approx(want), key
 
 
 # ---- QDQ: a statically quantized model -------------------------------------------------------

@@ -4,7 +4,10 @@ CaptureError (one line) -- never another exception, never a hang. Bounded to a f
 from __future__ import annotations
 
 import io
+import json
 import os
+import random
+import re
 import signal
 import warnings
 
@@ -14,10 +17,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from irtools.ir import CaptureError
 from irtools.capture.onnx.frontend import capture_onnx
+from irtools.cli import main
+from irtools.ir import CaptureError
 from models.gpt2_attention import GPT2Attention, GPT2Config
 from passes.annotate_costs import annotate_costs
+from tests.onnx_mutations import SEEDS, mutate, mutate_bytes
 
 LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light")
 # The small zoo graphs (densenet121 / inception_v2 take ~0.3 s a capture: too slow to fuzz here).
@@ -105,3 +110,52 @@ def test_seeds_capture_cleanly(seeds):
         ir = annotate_costs(capture_onnx(onnx.load_from_string(data)))
         assert not [n for n, a in ir.nodes() if a["unsupported"]]
 
+
+
+# ---- structural mutations (issue 18): dropped / renamed inputs, cycles, huge and negative dims,
+# unknown ops and domains, bad attributes, broken subgraphs, external-data locations, exploding
+# constants, huge ranks, sympy-constant dim names, metadata naming modules --------------------
+
+CRASH = re.compile(r"^irtools: error: [A-Z]\w*(Error|Exception|Exit|Interrupt)\b")  # an uncaught exception's type
+
+
+def _finite_json(text: str):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-finite {c} in the report"))
+
+
+@pytest.fixture(scope="module")
+def structural_seeds(seeds) -> list[onnx.ModelProto]:
+    return [f() for f in SEEDS.values()] + [onnx.load_from_string(seeds[-1])]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(which=st.integers(0, 63), seed=st.integers(0, 2**32), count=st.integers(1, 3), damage=st.booleans())
+def test_structural_mutations_succeed_or_refuse_in_one_line(structural_seeds, tmp_path_factory, capsys, which, seed, count, damage):
+    rng = random.Random(seed)
+    model, applied = mutate(structural_seeds[which % len(structural_seeds)], rng, count)
+    data = model.SerializeToString()
+    if damage and which % 3 == 0:
+        data = mutate_bytes(data, rng)
+    folder = tmp_path_factory.getbasetemp() / "structural" / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    path, out = folder / "fuzz.onnx", folder.parent / "report.json"
+    path.write_bytes(data)
+    out.unlink(missing_ok=True)
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, PER_EXAMPLE_S)
+    try:
+        code = main(["analyze", str(path), "--format", "json", "-o", str(out)])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    captured = capsys.readouterr()
+    if code == 0:
+        report = _finite_json(out.read_text())
+        assert report["totals"]["flops"]["expr"], applied
+    else:
+        lines = captured.err.splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("irtools: error: "), (applied, captured.err)
+        assert not CRASH.match(lines[0]), (applied, lines[0])
+        assert not out.exists()
+    assert sorted(p.name for p in folder.parent.iterdir()) in (["model"], ["model", "report.json"])  # nothing written elsewhere

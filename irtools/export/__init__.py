@@ -65,6 +65,7 @@ EXPORTERS = {
     "trace": _lazy("trace", "write_trace"),
     "roofline": _lazy("plots", "write_roofline"),
     "modules-chart": _lazy("plots", "write_module_chart"),
+    "memory-chart": _lazy("memory_chart", "write_memory_chart"),
 }
 
 __all__ = ["EXPORTERS", "ExportError", "as_report", "write_atomic", "write_json"]

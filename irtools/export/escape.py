@@ -76,7 +76,7 @@ def finite(obj: Any, path: str = "", found: list[str] | None = None) -> Any:
             found.append(path or "$")
         return None
     if isinstance(obj, dict):
-        return {k: finite(v, f"{path}.{k}", found) for k, v in obj.items()}
+        return {k: finite(v, f"{path}.{k}" if path else str(k), found) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [finite(v, f"{path}[{i}]", found) for i, v in enumerate(obj)]
     return obj

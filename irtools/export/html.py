@@ -17,7 +17,8 @@ from irtools.export import as_report, write_atomic
 from irtools.export.dot import BOUND_COLORS, shape_text
 from irtools.export.escape import finite
 from irtools.export.escape import html_text as escape  # control characters shown, not emitted
-from irtools.export.text import human
+from irtools.export.memory_svg import memory_section
+from irtools.export.text import human, lower_bound_note
 from irtools.ir.symbols import from_kv_len, parse
 
 _REL = {sympy.LessThan: "<=", sympy.StrictLessThan: "<", sympy.GreaterThan: ">=", sympy.StrictGreaterThan: ">",
@@ -214,6 +215,14 @@ def render_html(report) -> str:
     data = {"formulas": f.trees, "kernels": kernel_data, "target": report.get("target") or {}}
     title = f"irtools — {report.get('model', '')}"
     sub = f"{report.get('frontend', '')}, {report.get('scenario') or 'graph'}"
+    if report.get("unsupported"):
+        sub += " · " + lower_bound_note(report)
+    if report.get("kv_cache"):
+        sub += f", KV cache: {report['kv_cache']['model']}"
+    if report.get("logits"):
+        sub += f", logits: {report['logits']}"
+    if report.get("collapsed"):
+        sub += f", {report['collapsed']['num_layers']} blocks from {report['collapsed']['traced_layers']} traced"
     if report.get("kernels"):
         sub += f", {report.get('mode')} kernels on {report['target'].get('name', '?')}"
     roof = '<svg id="roof" xmlns="http://www.w3.org/2000/svg" width="720" height="420"></svg>' if report.get("kernels") else "<p>No kernels (no target).</p>"
@@ -224,6 +233,7 @@ def render_html(report) -> str:
 <div id="errors"></div>
 <section id="symbols"><h2>Symbols</h2><p class="note">Change a value: every number below is recomputed from its formula.</p>{inputs}</section>
 <section><h2>Totals</h2><table class="grid">{totals_html}</table></section>
+<section id="memory"><h2>Memory</h2>{memory_section(report)}</section>
 <section><h2>Modules</h2><p class="note">FLOPs, share of total FLOPs, bytes read, bytes written.</p>{modules}</section>
 <section><h2>Lines</h2>{lines}</section>
 <section><h2>Kernels</h2>{kernels}</section>

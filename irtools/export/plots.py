@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 from irtools.export import ExportError, as_report, write_atomic
+from irtools.export.escape import printable
 
 
 def _pyplot():
@@ -19,6 +20,12 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _label(text) -> str:
+    """Model-provided text for a figure: control characters shown as escapes (SVG is XML), ``$``
+    kept literal (no mathtext)."""
+    return printable(text).replace("$", r"\$")
 
 
 def figure_paths(path) -> list[Path]:
@@ -80,13 +87,13 @@ def plot_roofline(report):
     colors = {"memory": "tab:blue", "compute": "tab:orange"}
     for p in points:
         ax.scatter(p["intensity"], p["flops_s"], color=colors.get(p["bound"], "gray"), zorder=3, s=28)
-        ax.annotate(f"{p['id']} {p['module']}", (p["intensity"], p["flops_s"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.annotate(_label(f"{p['id']} {p['module']}"), (p["intensity"], p["flops_s"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("attained FLOP/s")
     target = (report.get("target") or {}).get("name", "?")
-    ax.set_title(f"{report.get('model', '')} — {report.get('mode', '')} kernels on {target} (blue: memory-, orange: compute-bound)", fontsize=9)
+    ax.set_title(_label(f"{report.get('model', '')} — {report.get('mode', '')} kernels on {target} (blue: memory-, orange: compute-bound)"), fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(True, which="both", alpha=0.3)
     return fig
@@ -118,9 +125,9 @@ def plot_modules(report, depth: int = 1):
     metric, rows = module_rows(report, depth)
     rows.sort(key=lambda r: r[1])
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
-    ax.barh([r[0] for r in rows], [r[1] for r in rows], color="tab:blue")
+    ax.barh([_label(r[0]) for r in rows], [r[1] for r in rows], color="tab:blue")
     ax.set_xlabel(metric)
-    ax.set_title(f"{report.get('model', '')}: {metric} by module", fontsize=9)
+    ax.set_title(_label(f"{report.get('model', '')}: {metric} by module"), fontsize=9)
     return fig
 
 

@@ -43,11 +43,66 @@ def _header(report) -> list[str]:
     t = report["totals"]
     return [
         f"{report['model']} ({report['frontend']}, {report['scenario'] or 'graph'}) — {report['lines']['class_name']}",
+        *_incomplete(report),
         f"bindings: {b}",
         f"total FLOPs:   {_short(t['flops']['expr'])}  = {human(t['flops']['value'], 'FLOP')}",
         f"bytes read:    {_short(t['bytes_read']['expr'])}  = {human(t['bytes_read']['value'], 'B')}",
         f"bytes written: {_short(t['bytes_written']['expr'])}  = {human(t['bytes_written']['value'], 'B')}",
+        *_memory_lines(report),
+        *_deployment(report),
     ]
+
+
+def lower_bound_note(report) -> str:
+    """One line saying the totals are lower bounds, naming the uncosted ops; empty when complete."""
+    if not report.get("unsupported"):
+        return ""
+    ops = ", ".join(f"{u['op']}×{u['count']}" for u in report["unsupported"])
+    return f"INCOMPLETE: totals are lower bounds — no cost rule for {ops}"
+
+
+def _incomplete(report) -> list[str]:
+    note = lower_bound_note(report)
+    return [note] if note else []
+
+
+def _deployment(report) -> list[str]:
+    """The deployment assumptions a report was made under (KV cache, logits, collapse)."""
+    out = []
+    if report.get("kv_cache"):
+        out.append(f"KV cache:      {report['kv_cache']['model']} ({report['kv_cache']['description']})")
+    if report.get("logits"):
+        out.append(f"logits:        {report['logits']} position(s) through the LM head")
+    if report.get("sliding_windows"):
+        windows = sorted(set(report["sliding_windows"].values()))
+        out.append(f"sliding window: {', '.join(map(str, windows))} tokens (cache capped at window - 1)")
+    for note in report.get("notes", []):
+        out.append(f"note:          {note}")
+    if report.get("collapsed"):
+        c = report["collapsed"]
+        out.append(f"collapsed:     {c['traced_layers']} of {c['num_layers']} blocks of {c['stack']} traced, "
+                   "verified identical, repeated")
+    return out
+
+
+def _memory_lines(report) -> list[str]:
+    """Peak memory, its breakdown at the peak, and the fit on the target (report["memory"])."""
+    m = report.get("memory")
+    if not m:
+        return []
+    out = [f"peak memory:   {_short(m['peak']['expr'])}  = {human(m['peak']['value'], 'B')}  "
+           f"({m['mode']}, {m['lifetimes']} lifetimes)"]
+    at = m.get("at_peak")
+    if at:
+        src = at.get("source") or {}
+        parts = [f"{c} {human(v['value'], 'B')}" for c, v in at["breakdown"].items() if v["value"]]
+        out.append(f"  at {at['node']} ({at['module'] or 'root'}, line {src.get('line', '?')}): " + " · ".join(parts))
+    fit = m.get("fit")
+    if fit and fit.get("fits") is not None:
+        verdict = "fits" if fit["fits"] else "does NOT fit"
+        out.append(f"  {verdict} {fit['target']} ({human(fit['capacity'], 'B')}, {fit['reserve']:.0%} reserved): "
+                   f"headroom {human(fit['headroom'], 'B')}")
+    return out
 
 
 def render_table(report) -> str:

@@ -21,15 +21,20 @@ HERE = Path(__file__).parent
 #: dtypes a peak may be given for.
 DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4")
 REQUIRED = ("memory_bandwidth", "memory_size", "launch_overhead")
+#: optional interconnect figures (passes/collectives.py): bytes/s per device and direction, seconds
+#: per hop, devices per node; the link's name (NVLink, PCIe, InfiniBand ...) is in the figure's source.
+INTERCONNECT = ("gpus_per_node", "intranode_bandwidth", "intranode_latency", "pcie_bandwidth",
+                "internode_bandwidth", "internode_latency")
 OPTIONAL = ("l2_cache", "sram_per_sm", "num_sms", "eta_c", "eta_m", "gemm_epilogue_fusion",
-            "first_touch_bandwidth", "first_touch_threshold")
+            "first_touch_bandwidth", "first_touch_threshold", *INTERCONNECT)
 #: optional tables of ``[[x, y], ...]`` points (x ascending), interpolated linearly and clamped:
 #: ``gemm_efficiency`` [smallest GEMM dimension, fraction of the dense peak attained],
 #: ``bandwidth_curve`` [bytes a kernel moves, attained bytes/s] (caches on a CPU).
 TABLES = ("gemm_efficiency", "bandwidth_curve")
 #: figures that are true or false rather than numbers.
 FLAGS = ("gemm_epilogue_fusion",)
-#: no figure of any machine comes near this (FLOP/s, B/s, bytes); larger is a typo or an attack.
+#: no figure of any machine comes near this (FLOP/s, B/s, bytes), nor below its inverse (seconds):
+#: beyond is a typo or an attack (a peak of 5e-324 FLOP/s makes every time infinite).
 MAX_FIGURE = 1e30
 MAX_TARGET_BYTES = 1 << 20
 _SPARSE = re.compile(r"\bspars(e|ity)\b", re.I)
@@ -64,6 +69,13 @@ class Target:
     gemm_efficiency: tuple[tuple[float, float], ...] | None = None
     #: optional ``((bytes, B/s), ...)``: a kernel moving that many bytes attains that bandwidth.
     bandwidth_curve: tuple[tuple[float, float], ...] | None = None
+    #: interconnect (optional; see INTERCONNECT): devices per node, per-device per-direction bandwidths
+    gpus_per_node: int | None = None
+    intranode_bandwidth: float | None = None
+    intranode_latency: float | None = None
+    pcie_bandwidth: float | None = None
+    internode_bandwidth: float | None = None
+    internode_latency: float | None = None
     sources: dict[str, str] = field(default_factory=dict)
     path: str | None = None
 
@@ -91,7 +103,7 @@ class Target:
             "eta_c": self.eta_c,
             "eta_m": self.eta_m,
         }
-        for key in ("l2_cache", "sram_per_sm", "num_sms", "first_touch_bandwidth", "first_touch_threshold"):
+        for key in ("l2_cache", "sram_per_sm", "num_sms", "first_touch_bandwidth", "first_touch_threshold", *INTERCONNECT):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         for key in TABLES:
@@ -134,8 +146,8 @@ def _figure(data: dict, key: str, where: str, sources: dict) -> float | bool:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TargetError(f"{where}: {key} must be a number, got {value!r}")
-    if not math.isfinite(value) or abs(value) > MAX_FIGURE:
-        raise TargetError(f"{where}: {key} must be a finite number below {MAX_FIGURE:g}, got {value!r}")
+    if not math.isfinite(value) or abs(value) > MAX_FIGURE or 0 < abs(value) < 1 / MAX_FIGURE:
+        raise TargetError(f"{where}: {key} must be a finite number between {1 / MAX_FIGURE:g} and {MAX_FIGURE:g}, got {value!r}")
     if key in ("eta_c", "eta_m"):
         if not 0 < value <= 1:
             raise TargetError(f"{where}: {key} must be in (0, 1], got {value}")
@@ -151,8 +163,8 @@ def _table(data: dict, key: str, where: str, sources: dict) -> tuple[tuple[float
         isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p) for p in points)
     if not ok:
         raise TargetError(f"{where}: {key} must be a non-empty list of [x, y] number pairs")
-    if not all(math.isfinite(v) and abs(v) <= MAX_FIGURE for p in points for v in p):
-        raise TargetError(f"{where}: {key} values must be finite numbers below {MAX_FIGURE:g}")
+    if not all(math.isfinite(v) and 1 / MAX_FIGURE <= abs(v) <= MAX_FIGURE for p in points for v in p):
+        raise TargetError(f"{where}: {key} values must be finite numbers between {1 / MAX_FIGURE:g} and {MAX_FIGURE:g}")
     xs = [float(p[0]) for p in points]
     if any(b <= a for a, b in zip(xs, xs[1:])) or any(p[0] <= 0 or p[1] <= 0 for p in points):
         raise TargetError(f"{where}: {key} needs positive values and strictly ascending x")
@@ -188,8 +200,9 @@ def parse_target(data: dict, where: str = "target") -> Target:
     for key in TABLES:
         if key in data:
             figures[key] = _table(data, key, where, sources)
-    if "num_sms" in figures:
-        figures["num_sms"] = int(figures["num_sms"])
+    for key in ("num_sms", "gpus_per_node"):
+        if key in figures:
+            figures[key] = int(figures[key])
     unknown = set(data) - {"name", "description", "peak_flops", *REQUIRED, *OPTIONAL, *TABLES}
     if unknown:
         raise TargetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")

@@ -9,6 +9,7 @@ the graph.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, fields
@@ -17,6 +18,7 @@ from typing import Any
 import networkx as nx
 import sympy
 
+from irtools.ir import numeric
 from irtools.ir.symbols import sym
 
 #: Tensor roles, and the byte-size symbol a floating-point tensor of that role uses.
@@ -44,9 +46,10 @@ class TensorSpec:
     #: dims a view broadcasts (stride 0, as ``expand`` makes): stored once in memory
     broadcast_dims: tuple[int, ...] = ()
 
-    @property
+    @functools.cached_property
     def numel(self) -> sympy.Expr:
-        return sympy.Mul(*self.shape) if self.shape else sympy.Integer(1)
+        """Element count: an Integer computed with plain ints when every dim is known (irtools.ir.numeric)."""
+        return numeric.numel(self.shape)
 
     @property
     def itemsize(self) -> sympy.Expr:
@@ -55,12 +58,12 @@ class TensorSpec:
             return sym(ROLE_BYTES[self.role])
         return sympy.Rational(DTYPE_BYTES.get(self.dtype, 4))
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> sympy.Expr:
         """Bytes a reader moves: the stored elements (a broadcast view reads its base once)."""
         if not self.broadcast_dims:
             return self.numel * self.itemsize
-        stored = sympy.Mul(*(d for i, d in enumerate(self.shape) if i not in self.broadcast_dims))
+        stored = numeric.product(d for i, d in enumerate(self.shape) if i not in self.broadcast_dims)
         return stored * self.itemsize
 
 
@@ -143,6 +146,16 @@ class _Record(MutableMapping):
     def __delitem__(self, key: str) -> None:
         raise TypeError(f"{type(self).__name__} fields cannot be deleted")
 
+    def update(self, other=(), /, **kwargs) -> None:
+        """``dict.update`` with the schema check, in one loop (networkx fills every node so)."""
+        names = self._names()
+        items = other.items() if hasattr(other, "items") else other
+        for pairs in (items, kwargs.items()):
+            for key, value in pairs:
+                if key not in names:
+                    raise KeyError(f"{type(self).__name__} has no field {key!r}")
+                setattr(self, key, value)
+
     def __iter__(self):
         return iter(f.name for f in fields(self))
 
@@ -175,7 +188,8 @@ class OpNode(_Record):
     onnx_name: str | None = None                     # ONNX node name (ONNX frontend)
     tensor_names: dict | None = None                 # ONNX tensor names of inputs / outputs
     flags: list | None = None                        # capture notes (an If's chosen branch ...)
-    phase: str | None = None                         # forward | backward | optimizer (train)
+    phase: str | None = None                         # forward | backward | recompute | optimizer (train)
+    grad_of: str | None = None                       # train: the forward node a backward node differentiates
     missing_shape: bool | None = None                # FX pass: the node carries no shape (meta val)
     not_aten: bool | None = None                     # FX pass: not a call_function node (flagged)
     # -- passes.annotate_costs --
@@ -224,6 +238,10 @@ class GraphMeta(_Record):
     # -- recipes / pipeline --
     config_symbols: dict | None = None               # config symbol -> its value in this model
     collapse: CollapseInfo | None = None             # set when blocks were traced once and repeated
+    logits: str | None = None                        # LM head on the "last" position or "all"; None: no LM head
+    notes: list | None = None                        # what the recipe assumed (shown in the report)
+    sliding_windows: dict | None = None              # layer module path -> its sliding window (passes.sliding_window)
+    training: Any = None                             # train: irtools.ir.training.JointInfo (params, gradients, loss)
     # -- passes --
     generalized: Any = None                          # passes.generalize result
     modules: Any = None                              # passes.hierarchy: the module tree

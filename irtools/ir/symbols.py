@@ -92,6 +92,15 @@ def from_kv_len(expr) -> sympy.Expr:
     return as_expr(expr).xreplace({KV_LEN: sym("cache_len") + sym("seq_len")})
 
 
+def normalize_bindings(bindings: Mapping[str, float] | None) -> dict[str, float]:
+    """Bindings in the stored symbols: a ``kv_len`` binding becomes ``cache_len = kv_len - seq_len``."""
+    out = dict(bindings or {})
+    if "kv_len" in out and "seq_len" in out:
+        kv = out.pop("kv_len")
+        out.setdefault("cache_len", kv - out["seq_len"])
+    return out
+
+
 def evaluate(expr, bindings: Mapping[str, float]) -> float | None:
     """The number an expression takes under ``bindings``; None where symbols stay free, and
     None where the value is not finite (``zoo``, ``nan``, ``oo``): reports never carry NaN."""
@@ -111,8 +120,14 @@ def evaluate(expr, bindings: Mapping[str, float]) -> float | None:
 def _finite(value) -> float | int | None:
     if not value.is_Number or value in (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
         return None
-    out = int(value) if value.is_Integer else float(value)
-    return out if isinstance(out, int) or math.isfinite(out) else None
+    if value.is_Integer:
+        out = int(value)
+        return out if abs(out).bit_length() <= 1023 else None  # past float range: no value, like oo
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
 
 
 @lru_cache(maxsize=65536)

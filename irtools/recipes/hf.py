@@ -35,6 +35,18 @@ HF_CONFIGS: dict[str, dict[str, Any]] = {
         "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32768, "max_position_embeddings": 32768,
         "sliding_window": None, "rope_theta": 1000000.0, "source": "mistralai/Mistral-7B-v0.3",
     },
+    "mixtral-8x7b": {
+        "model_type": "mixtral", "num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 14336,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 32768,
+        "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": None, "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-5, "source": "mistralai/Mixtral-8x7B-v0.1",
+    },
+    "qwen3-30b-a3b": {
+        "model_type": "qwen3_moe", "num_hidden_layers": 48, "hidden_size": 2048, "intermediate_size": 6144,
+        "moe_intermediate_size": 768, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+        "num_experts": 128, "num_experts_per_tok": 8, "norm_topk_prob": True, "vocab_size": 151936,
+        "max_position_embeddings": 40960, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "source": "Qwen/Qwen3-30B-A3B",
+    },
     "bert-base": {
         "model_type": "bert", "num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 3072,
         "num_attention_heads": 12, "vocab_size": 30522, "max_position_embeddings": 512, "source": "google-bert/bert-base-uncased",
@@ -117,18 +129,19 @@ def is_causal_lm(model: torch.nn.Module) -> bool:
     return type(model).__name__.endswith("ForCausalLM") or type(model).__name__.endswith("LMHeadModel")
 
 
-def build_model(config) -> torch.nn.Module:
-    """The model on the meta device (decoders with their LM head)."""
+def build_model(config, device: str = "meta") -> torch.nn.Module:
+    """The model on the meta device (decoders with their LM head); ``device="cpu"`` gives
+    real random weights (tests)."""
     cls = model_class(config)
     try:
-        with torch.device("meta"):
+        with torch.device(device):
             model = (cls.from_config(config) if hasattr(cls, "from_config") and cls.__name__.startswith("Auto")
                      else cls(config)).eval()
     except ValueError as exc:
         if "attention implementation" not in str(exc) or config._attn_implementation == "eager":
             raise ConfigError(f"transformers cannot build a {config.model_type} model from this config: {' '.join(str(exc).split())}") from None
         config._attn_implementation = "eager"  # models without SDPA support (gemma2)
-        return build_model(config)
+        return build_model(config, device)
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"transformers cannot build a {config.model_type} model from this config: {' '.join(str(exc).split())}") from None
     return model
@@ -151,6 +164,15 @@ def prepare_capture(model: torch.nn.Module) -> list[str]:
     return notes
 
 
+def undo_capture(model: torch.nn.Module) -> None:
+    """Undo :func:`prepare_capture`: transformers' own layers run again (eager references)."""
+    from irtools.recipes.moe_capture import unroute_experts
+    from irtools.recipes.ssm_capture import unroute_scans
+
+    unroute_experts(model)
+    unroute_scans(model)
+
+
 def _head_dims(config) -> tuple[int, int]:
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -158,10 +180,13 @@ def _head_dims(config) -> tuple[int, int]:
     return kv_heads, head_dim
 
 
-def recipe(config, scenario: str, name: str, model: torch.nn.Module | None = None) -> Recipe:
+def recipe(config, scenario: str, name: str, model: torch.nn.Module | None = None, all_logits: bool = False) -> Recipe:
     """Model + example inputs (from its forward signature, ``hf_inputs``) + dim names for
-    prefill, or for decode with a ``DynamicCache`` of ``cache_len`` tokens (causal LMs)."""
+    prefill, or for decode with a ``DynamicCache`` of ``cache_len`` tokens (causal LMs).
+    Causal LMs compute logits for the last position unless ``all_logits`` (``logits.py``)."""
     from irtools.recipes.hf_inputs import model_inputs
+    from irtools.recipes.logits import keep_logits
+    from irtools.recipes.windows import decode_cache, window_note, window_paths
 
     model = model if model is not None else build_model(config)
     notes = prepare_capture(model)
@@ -172,15 +197,15 @@ def recipe(config, scenario: str, name: str, model: torch.nn.Module | None = Non
         raise ConfigError(f"{config.model_type} is {kind}: it has no decode scenario")
     inputs = model_inputs(model, config)
     notes = inputs.notes + notes
+    logits = keep_logits(model, inputs.kwargs, all_logits, causal=is_causal_lm(model))
     if scenario == "prefill":
-        return Recipe(model, (), inputs.kwargs, inputs.dims, name, notes=notes)
-    from transformers import DynamicCache
+        return Recipe(model, (), inputs.kwargs, inputs.dims, name, notes=notes, logits=logits)
     from transformers.integrations.executorch import register_dynamic_cache_export_support
 
     register_dynamic_cache_export_support()
     b, c = EXAMPLE_SIZES["batch_size"], EXAMPLE_SIZES["cache_len"]
     kv_heads, head_dim = _head_dims(config)
-    cache = DynamicCache(config=config)
+    cache = decode_cache(config)  # plain layers where layers slide: windows.py
     dims = dict(inputs.dims)
     for layer in range(config.num_hidden_layers):
         past = torch.randn(b, kv_heads, c, head_dim, device="meta")
@@ -188,24 +213,28 @@ def recipe(config, scenario: str, name: str, model: torch.nn.Module | None = Non
         for kind in ("key_cache", "value_cache"):
             dims[f"cache.{kind}.{layer}"] = {0: "batch_size", 2: "cache_len"}
     kwargs = {**inputs.kwargs, "cache": cache, "use_cache": True}
-    return Recipe(model, (), kwargs, dims, name, notes=notes)
+    windows = window_paths(model, config)
+    notes += [window_note(windows)] if windows else []
+    return Recipe(model, (), kwargs, dims, name, notes=notes, logits=logits, sliding_windows=windows)
 
 
-def hf_recipe(model: str, scenario: str, attn: str = "sdpa") -> Recipe:
-    """A recipe for an HF preset name or a path to a local ``config.json``."""
+def hf_recipe(model: str, scenario: str, attn: str = "sdpa", all_logits: bool = False) -> Recipe:
+    """A recipe for an HF preset name or a path to a local ``config.json`` (``all_logits``:
+    the LM head on every position, else the last)."""
     from irtools.recipes.config_symbols import SPACES
 
     if model in HF_CONFIGS:
         fields, name = HF_CONFIGS[model], model
     else:
         fields, name = load_config_file(model), Path(model).stem
-    return _recipe_at(fields, scenario, name, attn, SPACES.get(fields["model_type"]))
+    return _recipe_at(fields, scenario, name, attn, SPACES.get(fields["model_type"]), all_logits=all_logits)
 
 
-def _recipe_at(fields: dict[str, Any], scenario: str, name: str, attn: str, space, **overrides) -> Recipe:
+def _recipe_at(fields: dict[str, Any], scenario: str, name: str, attn: str, space, all_logits: bool = False,
+               **overrides) -> Recipe:
     config = make_config(fields, attn, **overrides)
-    result = recipe(config, scenario, name)
-    result.rebuild = lambda more: _recipe_at(fields, scenario, name, attn, space, **{**overrides, **more})
+    result = recipe(config, scenario, name, all_logits=all_logits)
+    result.rebuild = lambda more: _recipe_at(fields, scenario, name, attn, space, all_logits, **{**overrides, **more})
     result.space, result.config = space, config
     if space is None:
         result.notes.append(f"no config symbols are known for {config.model_type}: formulas are in runtime dims only")
@@ -223,19 +252,30 @@ def _class_config(cls: type, model_type: str):
     except ConfigError:
         config = AutoConfig.for_model(model_type)
         config._attn_implementation = "eager"
+    return own_config(cls, config)
+
+
+def own_config(cls: type, config):
+    """``config``, or the part of a composite config that ``cls`` is built from (CLIPTextModel:
+    its text_config), or that class's defaults."""
     own = getattr(cls, "config_class", None)
-    if isinstance(own, type) and not isinstance(config, own):
-        config = own()
-        config._attn_implementation = "eager"
+    if not isinstance(own, type) or isinstance(config, own):
+        return config
+    for name in getattr(config, "sub_configs", {}) or {}:
+        part = getattr(config, name, None)
+        if isinstance(part, own):
+            return part
+    config = own()
+    config._attn_implementation = "eager"
     return config
 
 
-def class_recipe(cls: type, scenario: str, config=None) -> Recipe:
+def class_recipe(cls: type, scenario: str, config=None, device: str = "meta", all_logits: bool = False) -> Recipe:
     """A transformers class given as ``package.module:Class``: a whole model from its
     model type's preset config (or transformers' defaults); a sub-module (attention, MLP,
     MoE block, decoder layer) built from that config (its text part where composite) and fed
     the inputs its forward takes (``hf_inputs.module_inputs``). ``config``: a transformers
-    config to build it from instead (tests use tiny ones)."""
+    config to build it from instead, and ``device`` to build on (tests: tiny, on the CPU)."""
     _require_transformers()
     import inspect
     import re
@@ -247,14 +287,14 @@ def class_recipe(cls: type, scenario: str, config=None) -> Recipe:
     found = re.match(r"transformers\.models\.([^.]+)\.", cls.__module__)
     if not found:
         raise ConfigError(f"{cls.__name__}: not a transformers model class (transformers.models.<type>)")
-    config = config if config is not None else _class_config(cls, found.group(1))
+    config = own_config(cls, config) if config is not None else _class_config(cls, found.group(1))
     if issubclass(cls, PreTrainedModel):
         try:
-            with torch.device("meta"):
+            with torch.device(device):
                 model = cls(config).eval()
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"{cls.__name__}: cannot build it from its config: {' '.join(str(exc).split())}") from None
-        return recipe(config, scenario, cls.__name__, model=model)
+        return recipe(config, scenario, cls.__name__, model=model, all_logits=all_logits)
     if scenario != "prefill":
         raise ConfigError(f"{cls.__name__}: sub-modules are analyzed for prefill; give a whole model for decode")
     config = config if hasattr(config, "hidden_size") else text_config(config)
@@ -267,7 +307,7 @@ def class_recipe(cls: type, scenario: str, config=None) -> Recipe:
     missing = [p.name for p in params if p.default is p.empty and p.name not in known and p.kind is p.POSITIONAL_OR_KEYWORD]
     if missing:
         raise ConfigError(f"{cls.__name__}: cannot build it from a config (needs {', '.join(missing)})")
-    with torch.device("meta"):
+    with torch.device(device):
         module = cls(**{p.name: known[p.name] for p in params if p.name in known}).eval()
     notes = prepare_capture(module)
     inputs = module_inputs(module, config)

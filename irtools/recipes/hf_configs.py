@@ -51,7 +51,7 @@ CLASS_ROUTE: dict[str, str] = {
     "qwen2_moe": "transformers.models.qwen2_moe.modeling_qwen2_moe:Qwen2MoeSparseMoeBlock",
     "qwen3_moe": "transformers.models.qwen3_moe.modeling_qwen3_moe:Qwen3MoeDecoderLayer",
     "phi3": "transformers.models.phi3.modeling_phi3:Phi3DecoderLayer",
-    "falcon": "transformers.models.falcon.modeling_falcon:FalconForCausalLM",
+    "falcon": "transformers.models.falcon.modeling_falcon:FalconDecoderLayer",
     "gptj": "transformers.models.gptj.modeling_gptj:GPTJBlock",
     "bloom": "transformers.models.bloom.modeling_bloom:BloomForCausalLM",
     "stablelm": "transformers.models.stablelm.modeling_stablelm:StableLmDecoderLayer",

@@ -105,6 +105,8 @@ def model_inputs(model: torch.nn.Module, config) -> Inputs:
         vocab = getattr(text_config(config), "vocab_size", None) or 2
         out.kwargs["decoder_input_ids"] = torch.randint(0, vocab, (b, SIZES[name]), device=device)
         out.dims["decoder_input_ids"] = {0: "batch_size", 1: name}
+        if name == "decoder_seq_len":
+            out.notes.append("decoder_seq_len (the decoder's tokens) is its own dim: bind it with --dim decoder_seq_len=N")
     if "use_cache" in params:
         out.kwargs["use_cache"] = False
     return out
@@ -163,9 +165,14 @@ def module_inputs(module: torch.nn.Module, config) -> Inputs:
                                                         if tensor.dim() > a and tensor.shape[a] == SIZES[n]}
     if "use_cache" in params:
         out.kwargs["use_cache"] = False
-    for name in names[1:]:  # required inputs the recipe cannot make: None (masks, alibi)
+    for name in names[1:]:  # required inputs: an additive attention mask of zeros, else None (alibi)
         p = params[name]
-        if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD and name not in out.kwargs:
+        if p.default is not p.empty or p.kind is not p.POSITIONAL_OR_KEYWORD or name in out.kwargs:
+            continue
+        if name == "attention_mask":
+            out.kwargs[name] = torch.zeros(b, 1, s, s, device=device)
+            out.dims[name] = {0: "batch_size", 2: "seq_len", 3: "seq_len"}
+        else:
             out.kwargs[name] = None
             out.notes.append(f"{name}=None")
     return out

@@ -86,27 +86,32 @@ def resolve_class(spec: str) -> type:
     return obj
 
 
-def recipe_for(model: str, scenario: str) -> Recipe:
-    """The recipe of a preset name or of a ``package.module:Class`` a preset knows inputs for."""
+def recipe_for(model: str, scenario: str, all_logits: bool = False) -> Recipe:
+    """The recipe of a preset name or of a ``package.module:Class`` a preset knows inputs for
+    (``all_logits``: a causal LM's head on every position, else the last)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
+    if scenario == "train":  # the prefill recipe with its loss, logits on every position (recipes/train.py)
+        from irtools.recipes.train import train_recipe
+
+        return train_recipe(recipe_for(model, "prefill", all_logits=True))
     if model in hf.HF_CONFIGS or model.endswith(".json"):
-        return hf.hf_recipe(model, scenario)
+        return hf.hf_recipe(model, scenario, all_logits=all_logits)
     if model in PRESETS:
         preset = PRESETS[model]
         return preset.build(resolve_class(preset.cls_path), scenario)
     if ":" in model:
         with user_code(f"building {model}"):
-            return _class_recipe(model, scenario)
+            return _class_recipe(model, scenario, all_logits)
     names = [*PRESETS, *hf.HF_CONFIGS]
     raise ValueError(f"unknown model {model!r}: not a preset ({', '.join(names)}), a config.json, an .onnx file or package.module:Class")
 
 
-def _class_recipe(model: str, scenario: str) -> Recipe:
+def _class_recipe(model: str, scenario: str, all_logits: bool = False) -> Recipe:
     """The recipe of a ``package.module:Class`` (its own example_inputs, or a preset's)."""
     cls = resolve_class(model)
     if cls.__module__.startswith("transformers."):
-        return hf.class_recipe(cls, scenario)
+        return hf.class_recipe(cls, scenario, all_logits=all_logits)
     for preset in PRESETS.values():
         if preset.cls_path.split(":")[1] == cls.__name__:
             return preset.build(cls, scenario)

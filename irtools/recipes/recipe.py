@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 EXAMPLE_SIZES = {"batch_size": 3, "seq_len": 5, "cache_len": 7}
-SCENARIOS = ("prefill", "decode")
+SCENARIOS = ("prefill", "decode", "train")
 
 
 @dataclass
@@ -33,3 +33,9 @@ class Recipe:
     config: Any = None
     #: what the recipe chose or assumed that a reader of the report should know (one line each)
     notes: list[str] = field(default_factory=list)
+    #: positions the LM head runs on: "last" (generation's logits_to_keep=1) or "all"; None: no LM head
+    logits: str | None = None
+    #: module path of each sliding-window layer -> its window (irtools/recipes/windows.py)
+    sliding_windows: dict[str, int] | None = None
+    #: train: what the loss is (irtools/recipes/train.py); the module's forward returns it
+    loss: str | None = None

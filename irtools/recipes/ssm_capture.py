@@ -80,3 +80,10 @@ def route_scans(model: torch.nn.Module) -> int:
             module.forward = types.MethodType(_wrapped_forward, module)
             count += 1
     return count
+
+
+def unroute_scans(model: torch.nn.Module) -> None:
+    """Undo :func:`route_scans` (transformers' own scan again)."""
+    for module in model.modules():
+        if getattr(vars(module).get("forward"), "__func__", None) is _wrapped_forward:
+            del module.forward

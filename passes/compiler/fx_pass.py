@@ -25,10 +25,12 @@ import sympy
 import torch
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
+from irtools.capture.torch.export import placeholder_roles
 from irtools.capture.torch.fx_nodes import TensorConverter, add_fx_node
 from irtools.ir import IRGraph, Scope, default_bytes
 from irtools.ir.kinds import ALL_COSTS
 from irtools.ir.symbols import as_expr, sym
+from irtools.pipeline import Options, run_ir
 from passes.annotate_costs import annotate_costs
 
 KEY = "irtools"
@@ -134,9 +136,10 @@ def _add_node(ir, conv, node, specs, root) -> None:
 
 
 def annotate_safely(ir: IRGraph) -> IRGraph:
-    """``annotate_costs``, then flag nodes without shapes; one bad node never stops the rest."""
+    """The pipeline's passes (``irtools.pipeline.run_ir``), then flag nodes without shapes; one
+    bad node never stops the rest (the cost pass alone, node by node, as a fallback)."""
     try:
-        annotate_costs(ir)
+        run_ir(ir, Options())
     except Exception:  # noqa: BLE001 - fall back to node by node
         for node_id, attrs in list(ir.nodes()):
             one = IRGraph(name=ir.name, frontend=ir.frontend)
@@ -200,10 +203,7 @@ def _entry(attrs) -> dict:
 
 def roles_from_signature(ep) -> dict[str, str]:
     """Placeholder roles of an ExportedProgram from its graph signature."""
-    from torch.export.graph_signature import InputKind
-
-    kinds = {InputKind.PARAMETER: "weight", InputKind.BUFFER: "constant", InputKind.CONSTANT_TENSOR: "constant"}
-    return {s.arg.name: kinds.get(s.kind, "activation") for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
+    return placeholder_roles(ep)
 
 
 def annotate_exported(ep, dims=None) -> IrtoolsCostPass:

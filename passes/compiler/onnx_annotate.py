@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import onnx
 import sympy
 
+from irtools.capture.onnx import proto as onnx  # the message classes without onnx's import cost
 from irtools.capture.onnx.external import check_external, inside
 from irtools.capture.onnx.frontend import capture_onnx
 from irtools.capture.onnx.load import load_model
 from irtools.files import check_output, copy_atomic, write_atomic
+from irtools.ir import numeric
 from irtools.ir.errors import CaptureError, ExportError
 from irtools.ir.kinds import COSTS
 from passes.annotate_costs import annotate_costs
@@ -55,7 +56,7 @@ def annotate_onnx(in_path: str | Path, out_path: str | Path, force: bool = False
             _set(node.metadata_props, f"irtools.{c}", str(attrs[c]))
         if attrs.get("unsupported"):
             _set(node.metadata_props, "irtools.unsupported", "true")
-    totals = {c: sympy.expand(sympy.Add(*(a[c] for _, a in ir.nodes()))) for c in COSTS}
+    totals = {c: numeric.expand(numeric.total(a[c] for _, a in ir.nodes())) for c in COSTS}
     for c, expr in totals.items():
         _set(model.metadata_props, f"irtools.totals.{c}", str(expr))
     _set(model.metadata_props, "irtools.dims", json.dumps(ir.dims))

@@ -10,6 +10,8 @@ from passes.costs import (
     aten_math,
     aten_misc,
     aten_pool,
+    aten_rnn,
+    collective,
     einsum,
     moe,
     ssm,
@@ -20,13 +22,16 @@ from passes.costs import (
     onnx_quant,
     onnx_rnn,
     onnx_seq,
+    optim,
     torch_ops,
 )
 from passes.costs.registry import Cost, OpCall, RuleEntry, RuleSet
 
 REGISTRY: RuleSet = torch_ops.RULES.merged(
-    aten_conv.RULES, aten_pool.RULES, aten_math.RULES, aten_misc.RULES, aten_backward.RULES, einsum.RULES, onnx_ops.RULES, onnx_attention.RULES,
+    aten_conv.RULES, aten_pool.RULES, aten_math.RULES, aten_misc.RULES, aten_rnn.RULES, aten_backward.RULES, einsum.RULES,
+    onnx_ops.RULES, onnx_attention.RULES,
     moe.RULES, ssm.RULES, onnx_more.RULES, onnx_quant.RULES, onnx_rnn.RULES, onnx_seq.RULES, onnx_contrib.RULES,
+    collective.RULES, optim.RULES,
 )
 lookup = REGISTRY.lookup
 registered_ops = REGISTRY.ops

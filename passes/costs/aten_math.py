@@ -87,12 +87,17 @@ register_handle(
 
 @cost_rule("aten.searchsorted", "aten.bucketize", kind="reduction")
 def search(call: OpCall) -> Cost:
-    """A binary search per query: log2(boundaries) compares each."""
-    names = ("searchsorted", "bucketize")
-    sorted_seq, queries = call.tensors_in[:2] if call.op.startswith("aten." + names[0]) else call.tensors_in[1::-1]
-    n = sorted_seq.shape[-1] if sorted_seq.shape else sympy.Integer(1)
-    steps = sympy.ceiling(sympy.log(n, 2)) if not (n.is_Integer and int(n) <= 1) else sympy.Integer(1)
-    return Cost(queries.numel * steps, read_all(call), write_all(call))
+    """A binary search per query: ⌈log2(boundaries)⌉ compares each (a scalar query is one)."""
+    tensors = call.tensors_in
+    if len(tensors) == 1:
+        boundaries, queries = tensors[0], sympy.Integer(1)
+    elif call.op.startswith("aten.bucketize"):  # bucketize(self, boundaries)
+        boundaries, queries = tensors[1], tensors[0].numel
+    else:  # searchsorted(sorted_sequence, self[, sorter])
+        boundaries, queries = tensors[0], tensors[1].numel
+    n = sympy.sympify(boundaries.shape[-1] if boundaries.shape else 1)
+    steps = sympy.Integer(1) if n == 1 else sympy.ceiling(sympy.log(n, 2))
+    return Cost(queries * steps, read_all(call), write_all(call))
 
 
 # ---- distances --------------------------------------------------------------------------

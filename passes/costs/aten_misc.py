@@ -82,7 +82,8 @@ def select_gather(call: OpCall) -> Cost:
 @cost_rule(
     *_ops("randperm", "bernoulli", "bernoulli_", "normal", "normal_", "uniform", "uniform_", "randint", "randint_like",
           "exponential_", "random_", "cauchy_", "log_normal_", "geometric_", "multinomial", "poisson", "eye",
-          "tril_indices", "triu_indices", "logspace", "empty_permuted", "new_empty_strided"),
+          "tril_indices", "triu_indices", "logspace", "empty_permuted", "new_empty_strided", "hann_window",
+          "hamming_window", "blackman_window", "bartlett_window", "kaiser_window"),
     kind="factory",
 )
 def random_or_index(call: OpCall) -> Cost:

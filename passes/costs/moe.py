@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sympy
 
-from passes.costs.registry import Cost, OpCall, RuleSet, write_all
+from passes.costs.registry import Cost, OpCall, RuleSet
 
 RULES = RuleSet()
 
@@ -31,11 +31,13 @@ def distinct_experts(experts, top_k, tokens) -> sympy.Expr:
 
 
 def _grouped(call: OpCall, rows: sympy.Expr, touched_share: sympy.Expr) -> Cost:
+    """``rows`` (S) rows of input (S, K) through weight (E, K, N); input and output bytes
+    from ``rows`` so they stay in the same symbols as the flops."""
     x, weight, offs = call.inputs[:3]
     k_in, n_out = weight.shape[-2], weight.shape[-1]
     matmul = 2 * rows * k_in * n_out
-    read = x.nbytes + offs.nbytes + weight.nbytes * touched_share
-    return Cost(matmul, read, write_all(call), matmul)
+    read = rows * k_in * x.itemsize + offs.nbytes + weight.nbytes * touched_share
+    return Cost(matmul, read, rows * n_out * call.out.itemsize, matmul)
 
 
 @RULES.rule("irtools.routed_mm.default", kind="matmul")
@@ -56,3 +58,19 @@ def grouped_mm_fallback(call: OpCall) -> Cost:
     so the routing assumption cannot apply: every expert's weight counts as read (an upper
     bound; irtools' own recipes capture ``irtools.routed_mm`` instead)."""
     return _grouped(call, call.inputs[0].shape[0], sympy.Integer(1))
+
+
+@RULES.rule("aten._grouped_mm", kind="matmul")
+def aten_grouped_mm(call: OpCall) -> Cost:
+    """torch's grouped matmul (transformers' expert path for bf16 weights under export).
+    2-D x 3-D: rows (S, K) through weight (E, K, N) by offsets — as the fallback, every
+    expert's weight read; 3-D x 3-D batched; 3-D x 2-D and 2-D x 2-D split N or K by group."""
+    a, b = call.inputs[0], call.inputs[1]
+    if len(a.shape) == 2 and len(b.shape) == 3:
+        return _grouped(call, a.shape[0], sympy.Integer(1))
+    if len(a.shape) == 2 and len(b.shape) == 2:  # K split by group: (M, K) x (K, N) -> (G, M, N)
+        matmul = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    else:  # batched, or N split by group: each output element one K-long dot product
+        matmul = 2 * call.out.numel * a.shape[-1]
+    read = sympy.Add(*(t.nbytes for t in call.tensors_in))
+    return Cost(matmul, read, call.out.nbytes, matmul)

@@ -127,31 +127,32 @@ def deform_conv(call: OpCall) -> Cost:
 # ---- signal processing ----------------------------------------------------------------------
 
 
-def _fft(complex_out, n, real_input: bool, onesided: bool) -> sympy.Expr:
-    """5·n·log2(n) per transform; a onesided output already holds half the bins."""
-    per_bin = sympy.Rational(5, 2) if real_input and not onesided else 5
-    return per_bin * complex_out * log2(n)
+def _fft(out, axis, n, real_input: bool) -> sympy.Expr:
+    """5·n·log2(n) per complex transform (2.5·n·log2(n) for real input); one transform per
+    position of the output outside the transformed axis."""
+    transforms = out.numel / (out.shape[-1] * out.shape[axis])
+    per = sympy.Rational(5, 2) if real_input else 5
+    return transforms * per * n * log2(n)
 
 
 @onnx_rule("DFT", kind="reduction")
 def dft(call: OpCall) -> Cost:
+    """The transform length is the output axis (onesided: 2·(bins − 1))."""
     x, out = call.inputs[0], call.out
     axes = [i for i in range(len(x.shape) - 1) if _differs(x.shape[i], out.shape[i])]
     axis = axes[0] if axes else call.arg("axis", -2) % len(x.shape)
-    onesided = bool(call.arg("onesided", 0))
-    n = 2 * (out.shape[axis] - 1) if onesided else out.shape[axis]
-    return _cost(call, _fft(out.numel / 2, n, x.shape[-1] == 1, onesided))
+    n = 2 * (out.shape[axis] - 1) if call.arg("onesided", 0) else out.shape[axis]
+    return _cost(call, _fft(out, axis, n, x.shape[-1] == 1))
 
 
 @onnx_rule("STFT", kind="reduction")
 def stft(call: OpCall) -> Cost:
     """One DFT of frame_length per frame, + a multiply per windowed sample."""
     x, out = call.inputs[0], call.out
-    onesided = bool(call.arg("onesided", 1))
     batch, frames, bins = out.shape[:3]
-    n = 2 * (bins - 1) if onesided else bins
+    n = 2 * (bins - 1) if call.arg("onesided", 1) else bins
     window = batch * frames * n if present(call, 2) else ZERO
-    return _cost(call, _fft(out.numel / 2, n, x.shape[-1] == 1, onesided) + window)
+    return _cost(call, _fft(out, 2, n, x.shape[-1] == 1) + window)
 
 
 @onnx_rule("HannWindow", "HammingWindow", "BlackmanWindow", kind="factory")

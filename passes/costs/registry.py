@@ -15,6 +15,7 @@ import sympy
 
 from irtools.ir import TensorSpec
 from irtools.ir.kinds import KINDS, op_class, op_packet
+from irtools.ir.numeric import total
 
 ZERO = sympy.Integer(0)
 
@@ -124,11 +125,11 @@ class RuleSet:
 
 
 def read_all(call: OpCall) -> sympy.Expr:
-    return sympy.Add(*(t.nbytes for t in call.tensors_in))
+    return total(t.nbytes for t in call.tensors_in)  # ints added as ints (irtools.ir.numeric)
 
 
 def write_all(call: OpCall) -> sympy.Expr:
-    return sympy.Add(*(t.nbytes for t in call.tensors_out))
+    return total(t.nbytes for t in call.tensors_out)
 
 
 def elementwise(flops_per_element: int) -> Rule:

@@ -202,10 +202,13 @@ def sdpa_flops(q: tuple, k: tuple, v: tuple) -> tuple[sympy.Expr, sympy.Expr]:
     kind="attention",
 )
 def sdpa(call: OpCall) -> Cost:
-    q, k, v = call.tensors_in[:3]
-    mm, total = sdpa_flops(q.shape, k.shape, v.shape)
+    """Shapes (batch, heads, seq, dim); the raw flash/efficient kernels take (batch, seq, heads, dim)."""
+    q, k, v = (t.shape for t in call.tensors_in[:3])
+    if call.op.startswith(("aten._flash_attention_forward", "aten._efficient_attention_forward")) and len(q) == 4:
+        q, k, v = ((s[0], s[2], s[1], s[3]) for s in (q, k, v))
+    mm, total = sdpa_flops(q, k, v)
     if len(call.tensors_in) > 3:  # an attention mask / bias is added to every score
-        total += sympy.Mul(*q.shape[:-1]) * k.shape[-2]
+        total += sympy.Mul(*q[:-1]) * k[-2]
     return Cost(total, read_all(call), call.out.nbytes, matmul_flops=mm)
 
 

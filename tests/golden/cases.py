@@ -20,9 +20,10 @@ CASES: dict[str, list[str]] = {
     "attn-flash-h100": ["analyze", "--target", "h100-sxm", "--mode", "flash", "--format", "json", *SMALL],
     "attn-decode-fused-a100": ["analyze", "--scenario", "decode", "--target", "a100-sxm-80gb", "--mode", "fused",
                                "--format", "json"],
-    "gpt2-collapse": ["analyze", "gpt2", "--collapse-layers", "--format", "json", *SMALL],
-    "gpt2-collapse-flash": ["analyze", "gpt2", "--collapse-layers", "--target", "h100-sxm", "--mode", "flash",
-                            "--format", "json", *SMALL],
+    # --all-logits: the LM head on every position, as when these were saved (issue 12 made "last" the default)
+    "gpt2-collapse": ["analyze", "gpt2", "--collapse-layers", "--all-logits", "--format", "json", *SMALL],
+    "gpt2-collapse-flash": ["analyze", "gpt2", "--collapse-layers", "--all-logits", "--target", "h100-sxm", "--mode",
+                            "flash", "--format", "json", *SMALL],
     "onnx-squeezenet": ["analyze", "@zoo/light_squeezenet.onnx", "--format", "json"],
     "onnx-squeezenet-eager": ["analyze", "@zoo/light_squeezenet.onnx", "--target", "a100-sxm-80gb", "--mode", "eager",
                               "--format", "json"],

@@ -15,8 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import onnx
-
+from irtools.capture.onnx import proto as onnx  # the message classes without onnx's import cost
 from irtools.ir import CaptureError
 
 EXTERNAL = onnx.TensorProto.EXTERNAL

@@ -17,14 +17,13 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import onnx
 import sympy
-from onnx import helper
 
 from irtools.capture.frames import parse_frames
 from irtools.capture.onnx import layout
+from irtools.capture.onnx import proto as onnx  # the message classes without onnx's import cost
 from irtools.capture.onnx.inference import infer
-from irtools.capture.onnx.limits import check_outputs
+from irtools.capture.onnx.limits import check_outputs, check_scope_depth
 from irtools.capture.onnx.load import KNOWN_DOMAINS, check_model, inline_functions, load_model, topo_order
 from irtools.capture.onnx.shape_env import ShapeEnv
 from irtools.capture.onnx.tensors import TInfo, dtype_name, tensor_info
@@ -224,13 +223,14 @@ class _Builder:
                 report(done, total)
             node_id = self.current = self._node_id(node, ir)
             op = op_name(node)
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            ins = [self.infos.get(n) if n else None for n in node.input]
+            attrs = {a.name: onnx.attribute_value(a) for a in node.attribute}
+            in_names, out_names = list(node.input), list(node.output)  # protobuf fields, read once
+            ins = [self.infos.get(n) if n else None for n in in_names]
             args = {k: v for k, v in ((k, _plain(v)) for k, v in attrs.items()) if v is not None}
             if op in CONTROL_OPS:
                 outs = self._control(node, op, ins, attrs, args, ir, where)
             else:
-                outs = infer(op, ins, attrs, self.env, len(node.output), self.opset, lambda node=node: self.node_hints(node))
+                outs = infer(op, ins, attrs, self.env, len(out_names), self.opset, lambda node=node: self.node_hints(node))
             check_outputs(op, outs)  # rank, negative / non-finite dims, huge numbers (limits.py)
             if op in SEQUENCE_OUT:
                 self.sequences.update(node.output)
@@ -242,10 +242,10 @@ class _Builder:
                 args["constant_shape"] = bool(ins and ins[0] is not None and ins[0].value is not None
                                               and all(sympy.sympify(v).is_Integer for v in ins[0].value.ravel()))
             ir.add_op(
-                node_id, op=op, onnx_name=node.name, inputs=[self.spec_of(n) if n else None for n in node.input],
-                outputs=[self.spec_of(o) if o else None for o in node.output], args=args,
-                tensor_names={"inputs": list(node.input), "outputs": list(node.output)},
-                input_values=[n or None for n in node.input], output_values=[o or None for o in node.output],
+                node_id, op=op, onnx_name=node.name, inputs=[self.spec_of(n) if n else None for n in in_names],
+                outputs=[self.spec_of(o) if o else None for o in out_names], args=args,
+                tensor_names={"inputs": in_names, "outputs": out_names},
+                input_values=[n or None for n in in_names], output_values=[o or None for o in out_names],
                 **_scope_source(node),
             )
             if self.flags.get(node_id):
@@ -387,15 +387,26 @@ class _Builder:
         """Apply the equalities broadcasting proved to every spec recorded so far."""
         if not self.env.replacements:
             return
+        done: dict[int, TensorSpec] = {}  # specs are shared by producer and consumers: rewrite each once
         for _, attrs in ir.nodes():
             for key in ("inputs", "outputs"):
-                attrs[key] = [None if s is None else _apply_spec(self.env, s) for s in attrs[key]]
+                attrs[key] = [None if s is None else _apply_spec(self.env, s, done) for s in attrs[key]]
         for key, spec in list(ir.inputs.items()):
-            ir.inputs[key] = _apply_spec(self.env, spec)
+            ir.inputs[key] = _apply_spec(self.env, spec, done)
 
 
-def _apply_spec(env: ShapeEnv, spec: TensorSpec) -> TensorSpec:
-    return TensorSpec(tuple(env.apply(d) for d in spec.shape), spec.dtype, spec.role, spec.alias_of, spec.contiguous)
+def _apply_spec(env: ShapeEnv, spec: TensorSpec, done: dict | None = None) -> TensorSpec:
+    """``spec`` under the env's equalities; the same object where no dim changes."""
+    seen = done.get(id(spec)) if done is not None else None
+    if seen is not None:
+        return seen[1]
+    shape = tuple(env.apply(d) for d in spec.shape)
+    out = spec
+    if any(a is not b for a, b in zip(shape, spec.shape)):
+        out = TensorSpec(shape, spec.dtype, spec.role, spec.alias_of, spec.contiguous)
+    if done is not None:
+        done[id(spec)] = (spec, out)  # holding ``spec`` keeps its id from being reused
+    return out
 
 
 def _plain(value):
@@ -445,6 +456,7 @@ def _scope_source(node: onnx.NodeProto) -> dict:
         parts = [p for p in node.name.strip("/").split("/")[:-1] if p]
         for i in range(len(parts)):
             scope.append(Scope(".".join(parts[: i + 1]), ""))
+    check_scope_depth(len(scope) - 1)  # metadata is data: 1000 nested modules would only hang the reports
     source = None
     frames = parse_frames(meta.get("pkg.torch.onnx.stack_trace"))
     if frames:

@@ -9,9 +9,9 @@ folds to a negative number, ``nan`` or infinity is refused rather than costed.
 
 from __future__ import annotations
 
-import onnx
 import sympy
 
+from irtools.capture.onnx import proto as onnx  # the message classes without onnx's import cost
 from irtools.ir import CaptureError, LimitError
 from irtools.ir.formula import MAX_DIGITS, MAX_EXPONENT, power_too_big, too_big
 
@@ -21,6 +21,9 @@ MAX_ONNX_BYTES = 2**31
 MAX_RANK = 64
 #: outputs an attribute may ask for (Split's num_outputs) beyond the node's own outputs.
 MAX_OUTPUTS = 4096
+#: module nesting taken from metadata (real models stay under 20).
+MAX_SCOPE_DEPTH = 100
+INT64_MAX = 2**63 - 1
 _NON_FINITE = (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
 
 
@@ -49,9 +52,19 @@ def check_count(what: str, n, have: int) -> None:
         raise LimitError(f"{what} = {n} is over the limit of {MAX_OUTPUTS} outputs")
 
 
+def check_scope_depth(depth: int) -> None:
+    """Module nesting a node's metadata (name scopes, node-name paths) declares."""
+    if depth > MAX_SCOPE_DEPTH:
+        raise LimitError(f"its metadata nests {depth} modules, over the limit of {MAX_SCOPE_DEPTH}")
+
+
 def check_rank(rank: int, what: str) -> None:
     if rank > MAX_RANK:
         raise LimitError(f"{what} has rank {rank}, over the limit of {MAX_RANK}")
+
+
+def _digits(n: int) -> int:
+    return int(n.bit_length() * 0.30103) + 1  # never str(n): a 4000-digit int is slow to print
 
 
 def check_outputs(op: str, outs) -> None:
@@ -61,11 +74,20 @@ def check_outputs(op: str, outs) -> None:
             continue
         check_rank(len(info.shape), f"output {k} of {op}")
         for d in info.shape:
-            if isinstance(d, int):
-                d = sympy.Integer(d)
+            if isinstance(d, int | sympy.Integer):  # the concrete fast path: plain integer tests
+                n = int(d)
+                if n < 0:
+                    raise CaptureError(f"output {k} of {op} gets a negative dimension {n} from the model's constants")
+                if n > INT64_MAX:
+                    raise LimitError(f"output {k} of {op} gets a dimension of {_digits(n)} digits from the model's "
+                                     f"constants, over int64 (the largest size ONNX can hold)")
+                continue
             if not isinstance(d, sympy.Basic) or d.is_Symbol:
                 continue
             if d.is_Number:
+                if d.is_Integer and int(d) > INT64_MAX:
+                    raise LimitError(f"output {k} of {op} gets a dimension of {_digits(int(d))} digits from the model's "
+                                     f"constants, over int64 (the largest size ONNX can hold)")
                 if d in _NON_FINITE or (d.is_extended_real and d < 0):
                     raise CaptureError(f"output {k} of {op} gets a {'negative' if d.is_extended_real and d < 0 else 'non-finite'} "
                                        f"dimension {d} from the model's constants")
@@ -99,4 +121,4 @@ def check_model_limits(model: onnx.ModelProto, where: str) -> None:
 
 
 __all__ = ["MAX_DIGITS", "MAX_EXPONENT", "MAX_ONNX_BYTES", "MAX_OUTPUTS", "MAX_RANK", "check_count", "check_model_limits",
-           "check_outputs", "check_rank", "fold", "too_big"]
+           "check_outputs", "check_rank", "check_scope_depth", "fold", "too_big"]

@@ -10,15 +10,12 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-import onnx
-import onnx.defs
-
+from irtools.capture.onnx import proto as onnx  # the message classes without onnx's import cost
 from irtools.capture.onnx.external import check_external
 from irtools.capture.onnx.limits import MAX_ONNX_BYTES, check_model_limits
 from irtools.files import read_bytes
 from irtools.ir import CaptureError
 
-MAX_OPSET = onnx.defs.onnx_opset_version()
 KNOWN_DOMAINS = {
     "", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.training",
     "ai.onnx.preview.training", "org.pytorch.aten", "com.microsoft.experimental", "pkg.onnxscript.torch_lib",
@@ -49,8 +46,8 @@ def check_model(model: onnx.ModelProto, folder: Path | None, where: str) -> dict
     if default is None:
         if any(n.domain in ("", "ai.onnx") for n in model.graph.node):
             raise CaptureError(f"{where}: the model imports no default-domain opset")
-    elif not 1 <= default <= MAX_OPSET:
-        raise CaptureError(f"{where}: unsupported opset ai.onnx {default} (irtools' onnx knows 1..{MAX_OPSET})")
+    elif not 1 <= default <= onnx.max_opset(default):
+        raise CaptureError(f"{where}: unsupported opset ai.onnx {default} (irtools' onnx knows 1..{onnx.max_opset()})")
     _check_text(model.graph, where)
     _check_graph_dims(model.graph, where)
     check_model_limits(model, where)

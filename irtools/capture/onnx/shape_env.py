@@ -21,7 +21,7 @@ import numpy as np
 import sympy
 
 from irtools.capture.onnx.limits import check_rank
-from irtools.capture.onnx.tensors import TInfo
+from irtools.capture.onnx.tensors import LazyTInfo, TInfo
 from irtools.ir.symbols import sym
 
 ONE = sympy.Integer(1)
@@ -66,10 +66,20 @@ class ShapeEnv:
         return out
 
     def apply_info(self, info: TInfo) -> TInfo:
-        if not self.replacements:
+        """``info`` under the recorded equalities: the same object where nothing changes, and a
+        file's own tensor contents (numbers, read lazily) are never read for it."""
+        if not self.replacements or isinstance(info, LazyTInfo):
             return info
-        value = None if info.value is None else obj_array(np.vectorize(self.apply, otypes=[object])(info.value))
-        return TInfo(tuple(self.apply(d) for d in info.shape), info.dtype, value)
+        shape = tuple(self.apply(d) for d in info.shape)
+        value = info.value
+        if value is not None:
+            flat = value.ravel()
+            new = [self.apply(v) for v in flat]
+            if any(a is not b for a, b in zip(new, flat)):
+                value = obj_array(new).reshape(value.shape)
+        if value is info.value and all(a is b for a, b in zip(shape, info.shape)):
+            return info
+        return TInfo(shape, info.dtype, value)
 
     def unify(self, a, b):
         """The size two dims that must be equal share; records the equality."""

@@ -92,7 +92,7 @@ def _matmul(c: Ctx):
         a = a[:-2] + (a[-1], a[-2])
     if c.attr("transB", 0):
         b = b[:-2] + (b[-1], b[-2])
-    dtype = "int32" if c.op == "MatMulInteger" else c.x.dtype
+    dtype = "int32" if c.op == "MatMulInteger" else c.inp(2).dtype if c.op.endswith("IntegerToFloat") else c.x.dtype
     return [TInfo(matmul_shape(c.env, a, b), dtype)]
 
 
@@ -117,7 +117,9 @@ def _gemm(c: Ctx):
 
 @rule("Einsum")
 def _einsum(c: Ctx):
-    lhs, _, rhs = c.attr("equation").replace(" ", "").partition("->")
+    equation = c.attr("equation")
+    equation = equation.decode() if isinstance(equation, bytes) else equation
+    lhs, _, rhs = equation.replace(" ", "").partition("->")
     sizes = {}
     for term, info in zip(lhs.split(","), c.ins):
         for ch, d in zip(term, info.shape):

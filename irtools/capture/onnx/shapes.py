@@ -26,7 +26,8 @@ from irtools.capture.onnx.shape_env import (
     obj_array,
     with_value,
 )
-from irtools.capture.onnx.tensors import TInfo, dtype_name, tensor_info
+from irtools.capture.onnx.tensors import TInfo, dtype_name, integer, tensor_info
+from irtools.ir.numeric import as_int
 
 RULES = RuleTable()
 rule = RULES.rule
@@ -259,6 +260,9 @@ def _split(c: Ctx):
 
 def slice_len(dim, start, end, step):
     """Elements that ``x[start:end:step]`` keeps of a (symbolic) dim, as ONNX Slice clamps."""
+    n, a, b = as_int(dim), as_int(start), as_int(end)
+    if n is not None and a is not None and b is not None and n >= 0 and step:  # concrete: Python's slice clamps alike
+        return integer(len(range(n)[a:b:step]))
     dim, start, end = sympy.sympify(dim), sympy.sympify(start), sympy.sympify(end)
     big = lambda v: v.is_Number and abs(v) >= INT64_MAX // 2  # noqa: E731
     if step > 0:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
 import sympy
-from onnx import numpy_helper
+
+from irtools.capture.onnx import proto as onnx  # the message classes without onnx's import cost
 
 MAX_READ_ELEMENTS = 64
 
@@ -75,7 +75,7 @@ def tensor_info(tensor: onnx.TensorProto):
 def read_value(tensor: onnx.TensorProto):
     """The contents of a small inline tensor as a numpy object array of sympy numbers (or None)."""
     try:
-        array = numpy_helper.to_array(tensor)
+        array = onnx.to_array(tensor)
     except Exception:  # noqa: BLE001 - malformed contents: keep the shape only
         return None
     if array.dtype.kind in "iub":

@@ -9,6 +9,7 @@ each node's stack trace by registering the model's functions as stack-trace anch
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import sys
 import traceback
@@ -55,6 +56,18 @@ def _register_anchors(module: torch.nn.Module) -> None:
                         _register_stack_trace_anchor(member)
 
 
+#: Package folders whose frames are never model code: torch's and irtools' own (by identity,
+#: never by a substring of a path, so a checkout in a folder named ``irtools`` is model code too).
+_LIBRARY_DIRS = tuple(
+    os.path.join(os.path.dirname(os.path.realpath(path)), "")
+    for path in (torch.__file__, os.path.join(os.path.dirname(__file__), "..", "..", "__init__.py"))
+)
+
+
+def _is_library_frame(filename: str) -> bool:
+    return os.path.realpath(filename).startswith(_LIBRARY_DIRS)
+
+
 def _user_line(exc: BaseException) -> str:
     """The innermost model-code frame of an exception chain, as ``file:line: code``."""
     best = None
@@ -62,7 +75,7 @@ def _user_line(exc: BaseException) -> str:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         for fs in traceback.extract_tb(exc.__traceback__):
-            if "site-packages/torch" in fs.filename or "/irtools/" in fs.filename:
+            if _is_library_frame(fs.filename):
                 continue
             best = fs
         exc = exc.__cause__ or exc.__context__
@@ -146,9 +159,14 @@ def capture_module(
     if unknown:
         raise CaptureError(f"no input named {unknown[0]!r} to name dims of (inputs: {', '.join(paths)})")
     for path, leaf in zip(paths, [v for _, v in leaves]):
-        for axis in dims.get(path, {}):
+        for axis, dim_name in dims.get(path, {}).items():
             if not isinstance(leaf, torch.Tensor) or not -leaf.dim() <= axis < leaf.dim():
                 raise CaptureError(f"input {path!r} has no dimension {axis}")
+            if leaf.shape[axis] < 2:
+                raise CaptureError(
+                    f"dimension {dim_name!r} (input {path!r}, axis {axis}) has example size {leaf.shape[axis]}: "
+                    "torch.export fixes sizes 0 and 1, so use an example of size >= 2 (the formulas hold for 1 too)"
+                )
 
     dynamic = nest_var_keyword(module, {k: dynamic_spec(v, k, dims) for k, v in inputs.items()})
     _register_anchors(module)
@@ -196,14 +214,7 @@ def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope | None = None) -
     ir = IRGraph(name=name, frontend="torch", dims=example)
     ir.meta.root_class = root.cls
     ir.meta.rename = rename
-    roles = {}
-    for spec in sig.input_specs:
-        if spec.kind == InputKind.PARAMETER:
-            roles[spec.arg.name] = "weight"
-        elif spec.kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
-            roles[spec.arg.name] = "constant"
-        elif spec.kind == InputKind.USER_INPUT:
-            roles[spec.arg.name] = "kv_cache" if path_of.get(spec.arg.name) in kv_paths else "activation"
+    roles = placeholder_roles(ep, {name for name, path in path_of.items() if path in kv_paths})
 
     specs: dict[str, list[TensorSpec | None]] = {}
     for node in ep.graph.nodes:
@@ -222,3 +233,18 @@ def build_ir(ep, paths, dims, name, kv_inputs=None, root: Scope | None = None) -
     return ir
 
 
+
+
+def placeholder_roles(ep, kv_cache: set[str] = frozenset()) -> dict[str, str]:
+    """The tensor role of each placeholder of an ExportedProgram, from its graph signature:
+    parameters are weights, buffers and constants constants, user inputs activations (or
+    KV cache for the placeholders named in ``kv_cache``)."""
+    from torch.export.graph_signature import InputKind
+
+    kinds = {InputKind.PARAMETER: "weight", InputKind.BUFFER: "constant", InputKind.CONSTANT_TENSOR: "constant"}
+    roles = {}
+    for spec in ep.graph_signature.input_specs:
+        name = getattr(spec.arg, "name", None)
+        if name is not None:
+            roles[name] = kinds.get(spec.kind, "kv_cache" if name in kv_cache else "activation")
+    return roles

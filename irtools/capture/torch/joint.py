@@ -1,0 +1,290 @@
+"""Joint forward+backward capture: a module whose forward returns its loss -> the IR of a training step.
+
+torch.export captures the forward with the named dims dynamic (:func:`capture_module`); the joint
+graph is then traced with ``make_fx`` on the exported program's fake inputs, so the dims stay
+symbolic: the forward runs node by node (``torch.fx.Interpreter`` under ``preserve_node_meta``,
+so every op keeps its module stack and source line), then ``torch.autograd.grad(loss, params)``.
+A pre-hook on every autograd node tags the ops it runs with that node's sequence number, which
+is the sequence number the forward op that made the node carries: each backward node gets the
+module scope and source line of the forward op it differentiates (``OpNode.grad_of``), so the
+line and module tables show the backward cost of each forward line. Gradient sums the autograd
+engine adds between nodes take the forward op of the backward node that reads them.
+
+Every node has ``phase`` "forward" or "backward"; the graph's outputs are the loss and one
+gradient per trainable parameter (``GraphMeta.training``: a :class:`~irtools.ir.training.JointInfo`).
+Modules the model's code runs under ``torch.utils.checkpoint`` (non-reentrant) are recorded
+while exporting, for ``passes.recompute``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.fx.traceback as fx_traceback
+from torch.export.graph_signature import InputKind
+from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
+from torch.utils import _pytree as pytree
+
+from irtools.capture.torch.export import _path_str, bind_inputs, capture_module, placeholder_roles
+from irtools.capture.torch.fx_nodes import TensorConverter, add_fx_node, graph_output_values, qualname
+from irtools.ir import CaptureError, IRGraph, Scope, default_bytes
+from irtools.ir.training import JointInfo
+
+
+def _in_checkpoint() -> bool:
+    hooks = torch._C._autograd._top_saved_tensors_default_hooks(True)
+    return hooks is not None and "_checkpoint_hook" in getattr(hooks[0], "__qualname__", "")
+
+
+@contextlib.contextmanager
+def checkpoint_probe(module: torch.nn.Module, found: list[str]):
+    """Record (in ``found``) the modules whose forward runs under a non-reentrant
+    ``torch.utils.checkpoint`` (its saved-tensor hooks active) while the block runs: a module
+    whose children all run checkpointed though its own hooks do not (transformers checkpoints
+    ``forward``, not ``__call__``) is the region; otherwise the checkpointed children are."""
+    names = {id(m): n for n, m in module.named_modules()}
+    stack: list[dict] = []
+
+    def pre_hook(mod, _args):
+        inside = _in_checkpoint()
+        entry = {"path": names.get(id(mod), ""), "inside": inside, "in": [], "out": 0}
+        if stack and not stack[-1]["inside"]:
+            if inside:
+                stack[-1]["in"].append(entry["path"])
+            else:
+                stack[-1]["out"] += 1
+        elif not stack and inside and entry["path"]:
+            found.append(entry["path"])
+        stack.append(entry)
+
+    def post_hook(_mod, _args, _out):
+        if not stack:
+            return
+        entry = stack.pop()
+        regions = [entry["path"]] if entry["in"] and not entry["out"] and entry["path"] else entry["in"]
+        found.extend(p for p in regions if p not in found)
+
+    handles = [h for m in module.modules() for h in (m.register_forward_pre_hook(pre_hook), m.register_forward_hook(post_hook))]
+    try:
+        yield found
+    finally:
+        for h in handles:
+            h.remove()
+        found[:] = [p for p in found if not any(p.startswith(q + ".") for q in found if q)]
+
+
+def _tag_backward(loss: torch.Tensor) -> None:
+    """Pre/post hooks on every autograd node reachable from ``loss``: ops traced while a node
+    runs carry its sequence number (``seq_nr``) and ``autograd_backward``."""
+
+    def pre(seq):
+        def hook(_grad_outputs):
+            fx_traceback.set_grad_fn_seq_nr(seq)
+            fx_traceback._mark_autograd_backward()
+
+        return hook
+
+    def post(_grad_inputs, _grad_outputs):
+        fx_traceback.reset_grad_fn_seq_nr()
+        fx_traceback._reset_autograd_backward()
+
+    seen, todo = set(), [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        node.register_prehook(pre(node._sequence_nr()))
+        node.register_hook(post)
+        todo.extend(fn for fn, _ in node.next_functions)
+
+
+def _loss_of(out) -> int:
+    """Index of the loss among the program's flat outputs: the first 0-dim floating tensor."""
+    for i, t in enumerate(out):
+        if isinstance(t, torch.Tensor) and t.dim() == 0 and t.is_floating_point():
+            return i
+    raise CaptureError("train: the module's forward returns no scalar loss (give it labels, or wrap it with a loss)")
+
+
+def trace_joint(ep) -> tuple[torch.fx.GraphModule, dict[str, str], set[str], list[str]]:
+    """The joint graph of ``ep`` (whose outputs hold a scalar loss): outputs (loss, *gradients).
+    Returns the graph module, trainable placeholder name -> its parameter's name, the names of
+    the forward nodes, and the placeholder names of the trainable parameters in output order."""
+    from torch._guards import detect_fake_mode
+
+    gm = ep.graph_module
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    targets = {s.arg.name: s.target for s in ep.graph_signature.input_specs if s.kind == InputKind.PARAMETER}
+    state = ep.state_dict
+    trainable = [
+        i for i, n in enumerate(placeholders)
+        if n.name in targets and n.users and getattr(state.get(targets[n.name]), "requires_grad", True)
+    ]
+    fake = [n.meta.get("val") for n in placeholders]
+    fake_mode = detect_fake_mode([v for v in fake if isinstance(v, torch.Tensor)])
+    with fake_mode or contextlib.nullcontext():
+        args = [v.detach().requires_grad_(i in trainable) if isinstance(v, torch.Tensor) and v.is_floating_point()
+                else v for i, v in enumerate(fake)]
+    forward: set[str] = set()
+    used: list[int] = []
+
+    def joint(*flat):
+        with fx_traceback.preserve_node_meta():
+            out = torch.fx.Interpreter(gm).run(*flat)
+        outs = list(out) if isinstance(out, list | tuple) else [out]
+        loss = outs[_loss_of(outs)]
+        forward.update(n.name for n in get_proxy_mode().tracer.graph.nodes)
+        _tag_backward(loss)
+        with fx_traceback.preserve_node_meta():
+            grads = torch.autograd.grad(loss, [flat[i] for i in trainable], allow_unused=True)
+        used.extend(i for i, g in zip(trainable, grads) if g is not None)
+        return (loss, *(g for g in grads if g is not None))
+
+    with fake_mode or contextlib.nullcontext():
+        joint_gm = make_fx(joint)(*args)
+    return joint_gm, {placeholders[i].name: targets[placeholders[i].name] for i in used}, forward, \
+        [placeholders[i].name for i in used]
+
+
+def _strip(path: str, prefix: str) -> str:
+    if not prefix:
+        return path
+    return "" if path == prefix else path[len(prefix) + 1:] if path.startswith(prefix + ".") else path
+
+
+def _annotate(joint_gm: torch.fx.GraphModule, forward: set[str], prefix: str) -> dict[str, tuple[str, str | None]]:
+    """Node name -> (phase, forward node it differentiates); backward nodes take the module
+    stack and stack trace of that forward node; ``prefix`` (a wrapper's attribute) is stripped."""
+    nodes = list(joint_gm.graph.nodes)
+    creator: dict[int, torch.fx.Node] = {}
+    out: dict[str, tuple[str, str | None]] = {}
+    for n in nodes:
+        if n.op != "call_function":
+            continue
+        stack = n.meta.get("nn_module_stack")
+        if stack and prefix:
+            n.meta["nn_module_stack"] = {key: (_strip(str(p), prefix), c) for key, (p, c) in stack.items()
+                                         if _strip(str(p), prefix) != "" or str(p) == prefix}
+        if n.name in forward:
+            if "seq_nr" in n.meta:
+                creator.setdefault(n.meta["seq_nr"], n)
+            out[n.name] = ("forward", None)
+    pending = []
+    for n in nodes:
+        if n.name in forward or n.op != "call_function":
+            continue
+        fwd = creator.get(n.meta.get("seq_nr")) if n.meta.get("autograd_backward") else None
+        if fwd is None:
+            pending.append(n)
+            continue
+        _take_meta(n, fwd)
+        out[n.name] = ("backward", fwd.name)
+    for n in reversed(pending):  # an engine-added sum: the forward op of the backward node reading it
+        reader = next((u for u in n.users if out.get(u.name, ("", None))[1]), None)
+        if reader is None:  # a sum returned as a gradient (a tied weight): that of its first addend
+            reader = next((a for a in n.all_input_nodes if out.get(a.name, ("", None))[1]), None)
+        fwd_name = out[reader.name][1] if reader is not None else None
+        fwd = next((m for m in nodes if m.name == fwd_name), None) if fwd_name else None
+        if fwd is not None:
+            _take_meta(n, fwd)
+        else:
+            n.meta.pop("stack_trace", None)
+            n.meta.pop("nn_module_stack", None)
+        out[n.name] = ("backward", fwd_name)
+    return out
+
+
+def _take_meta(node: torch.fx.Node, fwd: torch.fx.Node) -> None:
+    for key in ("nn_module_stack", "stack_trace"):
+        if key in fwd.meta:
+            node.meta[key] = fwd.meta[key]
+        else:
+            node.meta.pop(key, None)
+
+
+def capture_joint(
+    module: torch.nn.Module,
+    args: tuple = (),
+    kwargs: Mapping[str, Any] | None = None,
+    dims: Mapping[str, Mapping[int, str]] | None = None,
+    name: str | None = None,
+    model_attr: str = "",
+) -> IRGraph:
+    """Export ``module`` (its forward returns the loss, or outputs holding one scalar loss) and
+    build the IR of its forward and backward. ``model_attr``: the attribute of a loss wrapper
+    holding the model; its path is stripped from module scopes and its class is the root."""
+    kwargs = dict(kwargs or {})
+    checkpointed: list[str] = []
+    with checkpoint_probe(module, checkpointed):
+        forward_ir = capture_module(module, args, kwargs, dims, name=name)
+    ep = forward_ir.meta.exported_program
+    try:
+        joint_gm, params, forward, order = trace_joint(ep)
+    except CaptureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failure to differentiate is reported in one line
+        text = str(exc).strip().splitlines()
+        raise CaptureError(f"train: tracing the backward failed: {text[0] if text else type(exc).__name__}") from exc
+    phases = _annotate(joint_gm, forward, model_attr)
+    inner = module.get_submodule(model_attr) if model_attr else module
+    root = Scope("", qualname(type(inner)))
+    inputs = bind_inputs(module, tuple(args), kwargs)
+    paths = [_path_str(kp) for kp, _ in pytree.tree_flatten_with_path(inputs)[0]]
+    ir = _build(ep, joint_gm, phases, forward_ir, paths, root)
+    ir.name = forward_ir.name
+    outs = ir.meta.output_values or []
+    loss = outs[0] if outs else ""
+    grads = dict(zip(order, outs[1:]))
+    all_params = {s.arg.name: s.target for s in ep.graph_signature.input_specs if s.kind == InputKind.PARAMETER}
+    ir.meta.training = JointInfo(
+        loss=loss,
+        params={p: _strip(t, model_attr) for p, t in all_params.items() if p in ir.values},
+        gradients=grads,
+        frozen=[p for p in all_params if p in ir.values and p not in grads],
+        checkpointed=[_strip(p, model_attr) for p in checkpointed],
+    )
+    ir.meta.scenario = "train"
+    return ir
+
+
+def _build(ep, joint_gm, phases, forward_ir: IRGraph, paths: list[str], root: Scope) -> IRGraph:
+    """The IR of the joint graph: placeholders in the exported program's order (its names,
+    roles and input paths), call_function nodes with their phase and ``grad_of``."""
+    ir = IRGraph(name=forward_ir.name, frontend="torch", dims=dict(forward_ir.dims))
+    ir.meta.root_class = root.cls
+    ir.meta.rename = forward_ir.meta.rename
+    ir.meta.exported_program = ep
+    conv = TensorConverter(forward_ir.meta.rename)
+    roles = placeholder_roles(ep)
+    ep_names = [n.name for n in ep.graph.nodes if n.op == "placeholder"]
+    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    path_of = dict(zip(user, paths))
+    specs: dict[str, list] = {}
+    k = 0
+    for node in joint_gm.graph.nodes:
+        if node.op == "placeholder":
+            ph = ep_names[k]
+            k += 1
+            node.name = ph  # the exported program's placeholder names (a parameter's p_... name)
+            spec = conv.spec(node.meta.get("val"), roles.get(ph, "activation"))
+            specs[ph] = [spec]
+            ir.add_value(ph, spec)
+            if spec is not None:
+                ir.inputs[path_of.get(ph, ph)] = spec
+        elif node.op == "call_function":
+            phase, grad_of = phases.get(node.name, ("backward", None))
+            add_fx_node(ir, conv, node, specs, root, phase=phase, grad_of=grad_of)
+    ir.default_bindings = default_bytes(ir)
+    ir.meta.output_values = graph_output_values(joint_gm.graph, specs)
+    return ir
+
+
+def loss_wrapper_prefix(module: torch.nn.Module) -> str:
+    """The ``model_attr`` of a wrapper made by ``irtools.recipes.train`` (``""`` for any other module)."""
+    attr = getattr(module, "irtools_model_attr", "")
+    return attr if isinstance(attr, str) and re.fullmatch(r"[A-Za-z_]\w*", attr or "_") else ""
