@@ -2,7 +2,8 @@
 
 Prints the core-ATen and ONNX default-domain rule coverage (where those modules exist), then
 one row per architecture — the tiny configs of ``irtools.recipes.hf_configs`` (mixture of
-experts, decoders, encoder-decoders, CLIP, Mamba) and the held-out set of
+experts, decoders, encoder-decoders, CLIP, Mamba; ``MORE``: BART, wav2vec2, LLaVA, Mamba-2,
+GPTBigCode, ConvNeXt, Swin) and the held-out set of
 ``tests/test_hf_models.py`` — each built on the CPU with real random weights, eager
 attention, prefill at batch_size 3, seq_len 5 (decoder 11):
 
@@ -44,9 +45,10 @@ def op_coverage() -> list[str]:
 
 
 def architectures() -> dict[str, dict]:
-    from irtools.recipes.hf_configs import TINY
+    from irtools.recipes.hf_configs import MORE, TINY
 
     archs = {name: ("issue 13", fields) for name, fields in TINY.items()}
+    archs.update({name: ("more", fields) for name, fields in MORE.items()})
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's tests package
     try:
         from tests.test_hf_models import TINY as HELD_OUT

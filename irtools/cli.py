@@ -45,6 +45,7 @@ def parse_dims(items: list[str]) -> dict[str, float]:
 
 
 ONNX_IGNORED = {"--scenario decode": "decode needs a KV cache the file does not describe",
+                "--scenario train": "a training step is traced from the model's torch code (autograd)",
                 "--symbolic-config": "an ONNX file has no config to write formulas in",
                 "--collapse-layers": "an ONNX graph is not traced per block"}
 
@@ -55,6 +56,7 @@ def check_onnx_options(args, argv: list[str]) -> None:
         return
     given = {
         "--scenario decode": getattr(args, "scenario", "prefill") == "decode",
+        "--scenario train": getattr(args, "scenario", "prefill") == "train",
         "--symbolic-config": bool(getattr(args, "symbolic_config", False)),
         "--collapse-layers": any(a.startswith("--collapse-l") for a in argv),
     }
@@ -102,9 +104,16 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=None, help="preset name (default gpt2-attention), model.onnx, or package.module:Class "
                    "(imported from sys.path; the working directory is searched last)")
-    p.add_argument("--scenario", choices=("prefill", "decode"), default="prefill")
+    p.add_argument("--scenario", choices=("prefill", "decode", "train"), default="prefill",
+                   help="train: forward, backward and optimizer step of the model with its loss")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="bind a symbol (repeatable)")
     p.add_argument("--module", default="", help="module path whose forward gets the line table (default: the root)")
+    p.add_argument("--optimizer", default="adamw", metavar="NAME[:VARIANT]",
+                   help="train: sgd (momentum 0.9), adam or adamw; variant single, foreach (default) or fused")
+    p.add_argument("--recompute", choices=("none", "selective", "full"), default="none",
+                   help="train: activation recomputation (selective: attention scores; full: every block's forward)")
+    p.add_argument("--micro-batches", type=int, default=1, metavar="N",
+                   help="train: forward+backward passes accumulated per optimizer step")
     p.add_argument("--symbolic-config", action="store_true", help="write formulas in config symbols (hidden_size, ...)")
     p.add_argument("--no-collapse", dest="collapse_layers", action="store_false",
                    help="trace every block (default: three blocks of a verified-identical stack, repeated num_layers times)")
@@ -162,10 +171,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to maximize (frontier: the largest context for each power-of-two batch)")
     f.add_argument("--format", choices=("table", "json"), default="table")
     f.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    _add_plan_parser(sub)
     sub.add_parser("presets", help="list built-in models")
     o = sub.add_parser("ops", help="every op with a cost rule, and coverage of core ATen and the ONNX default domain")
     o.add_argument("--format", choices=("table", "json"), default="table")
     return parser
+
+
+def _add_plan_parser(sub) -> None:
+    p = sub.add_parser("plan", help="search the tp/pp/dp/ep layouts of a model on N devices (docs/parallel.md)")
+    p.add_argument("model", nargs="?", default=None, help="preset, config.json or package.module:Class")
+    p.add_argument("--target", required=True, help="accelerator (see `irtools targets`)")
+    p.add_argument("--devices", type=int, required=True, help="number of devices")
+    p.add_argument("--scenario", choices=("train", "prefill", "decode"), default="train")
+    p.add_argument("--objective", choices=("throughput", "latency"), default="throughput")
+    p.add_argument("--batch", type=int, default=None,
+                   help="train: global batch in sequences (default 512); prefill: sequences per micro-batch")
+    p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (train, prefill; default 2048)")
+    p.add_argument("--context", type=int, default=None, help="decode: tokens in the KV cache (default 2048)")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="bind another symbol (repeatable)")
+    p.add_argument("--mode", choices=("eager", "fused", "flash"), default="flash", help="kernel fusion mode")
+    p.add_argument("--no-overlap", dest="overlap", action="store_false",
+                   help="data-parallel traffic does not overlap compute (default: it hides behind the backward)")
+    p.add_argument("--top", type=int, default=10, help="layouts shown")
+    p.add_argument("--reserve", type=float, default=0.10, metavar="FRACTION", help="share of memory kept free")
+    p.add_argument("--format", choices=("table", "json", "html"), default="table")
+    p.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
 
 EXPORT_FORMATS = (
@@ -195,6 +228,7 @@ def _options(args, **overrides):
         model=args.model, scenario=args.scenario, bindings=parse_dims(args.dim), line_module=args.module,
         symbolic_config=args.symbolic_config, collapse_layers=args.collapse_layers, target=args.target, mode=args.mode,
         kv_cache=args.kv_cache, all_logits=args.all_logits, memory_reserve=args.reserve,
+        optimizer=args.optimizer, recompute=args.recompute, micro_batches=args.micro_batches,
     )
     fields.update(overrides)
     return Options(**fields)
@@ -295,12 +329,21 @@ def _sweep(args) -> int:
     kernels = result.kernels
     fixed = {k: v for k, v in result.bindings.items() if k not in axes}
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    times = {t: sweep(time_expr(kernels, t, fixed), grid)["value"] for t in targets}
+    if result.training is not None:  # a training step: step time, tokens/s and MFU (passes/training.py)
+        from passes.training import sweep_step
+
+        train = {t: sweep_step(result, t, fixed, grid) for t in targets}
+        times = {t: v["time"] for t, v in train.items()}
+    else:
+        times = {t: sweep(time_expr(kernels, t, fixed), grid)["value"] for t in targets}
     peak, budgets = _sweep_memory(result, grid, fixed, targets, args.reserve)
     n = len(next(iter(grid.values()))) if grid else 1
-    rows = [",".join([*axes, *(f"time_s[{t}]" for t in targets), "peak_bytes", *(f"fits[{t}]" for t in targets)])]
+    extra = [f"{k}[{t}]" for k in ("tokens_per_s", "mfu") for t in targets] if result.training is not None else []
+    rows = [",".join([*axes, *(f"time_s[{t}]" for t in targets), *extra, "peak_bytes", *(f"fits[{t}]" for t in targets)])]
     for i in range(n):
         cells = [f"{grid[a][i]:g}" for a in axes] + [f"{np.atleast_1d(times[t])[i if n > 1 else 0]:.6g}" for t in targets]
+        if extra:
+            cells += [f"{np.atleast_1d(train[t][k])[i if n > 1 else 0]:.6g}" for k in ("tokens_per_s", "mfu") for t in targets]
         p = float(np.atleast_1d(peak)[i if n > 1 else 0])
         cells += [f"{p:.6g}", *("yes" if p <= budgets[t] else "no" for t in targets)]
         rows.append(",".join(cells))
@@ -315,7 +358,8 @@ def _sweep_memory(result, grid, fixed, targets, reserve):
     from passes.fit import usable
     from passes.roofline import sweep
 
-    expr = result.memory.peak.xreplace({sym(k): v for k, v in fixed.items()})
+    peak = result.training.memory.peak if result.training is not None else result.memory.peak
+    expr = peak.xreplace({sym(k): v for k, v in fixed.items()})
     return sweep(expr, grid)["value"], {t: usable(load_target(t), reserve) for t in targets}
 
 
@@ -325,7 +369,8 @@ def _fit(args) -> int:
     if not args.target:
         raise UsageError("irtools fit needs --target (see `irtools targets`)")
     result = _run_analysis(args)
-    out = solve(result.memory.peak, result.roofline.target, result.bindings, args.solve, args.reserve)
+    peak = result.training.memory.peak if result.training is not None else result.memory.peak  # train: the step's
+    out = solve(peak, result.roofline.target, result.bindings, args.solve, args.reserve)
     data = fit_dict(out, result)
     if args.format == "json":
         write_output(json.dumps(data, indent=2) + "\n", None)
@@ -391,9 +436,26 @@ def _ops(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    from irtools.plan import PlanOptions, render_table, run_plan
+
+    options = PlanOptions(args.model, args.target, args.devices, args.scenario, args.objective, args.batch, args.seq_len,
+                          args.context, parse_dims(args.dim), args.mode, args.overlap, args.top, args.reserve)
+    with quiet_stderr(not args.debug):
+        report = run_plan(options)
+    if args.format == "html":
+        from irtools.export.parallel_html import render_plan_html
+
+        text = render_plan_html(report)
+    else:
+        text = json.dumps(report, indent=2) + "\n" if args.format == "json" else render_table(report)
+    write_output(text, args.output, args.force)
+    return 0
+
+
 COMMANDS = {
     "analyze": _analyze, "export": _export, "annotate": _annotate, "targets": _targets,
-    "calibrate": _calibrate, "sweep": _sweep, "presets": _presets, "ops": _ops, "fit": _fit,
+    "calibrate": _calibrate, "sweep": _sweep, "presets": _presets, "plan": _plan, "ops": _ops, "fit": _fit,
 }
 
 

@@ -74,7 +74,7 @@ def run(options: Options) -> AnalysisResult:
     if model.endswith(".onnx"):  # the ONNX path never imports torch (recipes do): docs/architecture.md
         from irtools.capture.onnx.frontend import capture_onnx
 
-        ir = capture_onnx(model, progress=options.progress)
+        ir = capture_onnx(model, progress=options.progress, bind=options.bindings)  # all dims bound: concrete path
         return run_ir(ir, options, scenario=None)
     from irtools.recipes.presets import DEFAULT_PRESET, recipe_for
 
@@ -98,7 +98,7 @@ def capture_recipe(recipe, name: str | None = None) -> IRGraph:
         from irtools.capture.torch.joint import capture_joint, loss_wrapper_prefix
 
         ir = capture_joint(recipe.module, recipe.args, recipe.kwargs, recipe.dims, name=name or recipe.name,
-                           model_attr=loss_wrapper_prefix(recipe.module))
+                           model_attr=loss_wrapper_prefix(recipe.module), loss=recipe.loss)
     else:
         ir = capture_module(recipe.module, recipe.args, recipe.kwargs, recipe.dims, name=name or recipe.name)
     ir.meta.logits, ir.meta.sliding_windows = recipe.logits, recipe.sliding_windows

@@ -47,6 +47,7 @@ def _node(result, node_id: str, a: dict) -> dict[str, Any]:
         "bytes_written": cost(result, a["bytes_written"]),
         "matmul_flops": cost(result, a["matmul_flops"]),
         "unsupported": a["unsupported"],
+        **({"phase": a["phase"], "grad_of": a["grad_of"]} if a["phase"] else {}),  # train (irtools/training_report.py)
     }
 
 
@@ -289,4 +290,8 @@ def build_report(result, edges: bool = False) -> dict[str, Any]:
         report["edges"] = [[u, v] for u, v in ir.graph.edges() if u in ids and v in ids]
     if result.roofline is not None:
         report.update(kernels_report(result.roofline))
+    if getattr(result, "training", None) is not None:
+        from irtools.training_report import training_section
+
+        report["training"] = training_section(result)
     return report

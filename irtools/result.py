@@ -16,7 +16,7 @@ from irtools.ir.symbols import BYTE_SYMBOLS, evaluate, evaluate_cached, normaliz
 
 #: Example bindings per scenario (the values shown beside each formula).
 SCENARIO_BINDINGS = {
-    "prefill": {"batch_size": 1, "seq_len": 1024},
+    "prefill": {"batch_size": 1, "seq_len": 1024, "decoder_seq_len": 1024},  # the decoder of an encoder-decoder
     "decode": {"batch_size": 1, "seq_len": 1, "cache_len": 1023},
 }
 

@@ -79,6 +79,19 @@ class Topology:
         return cls(int(t.gpus_per_node), intra, inter)
 
 
+def _min(a, b) -> sympy.Expr:
+    """Min without sympy's (slow, here pointless) search for which argument is smaller."""
+    if a.is_number and b.is_number:
+        return sympy.Min(a, b)
+    return sympy.Min(a, b, evaluate=False)
+
+
+def _max(a, b) -> sympy.Expr:
+    if a.is_number and b.is_number:
+        return sympy.Max(a, b)
+    return sympy.Max(a, b, evaluate=False)
+
+
 def bus_factor(kind: str, n) -> sympy.Expr:
     """NCCL's bus-bandwidth factor: the share of ``S`` each rank sends on a ring."""
     n = sympy.sympify(n)
@@ -134,14 +147,14 @@ def _hierarchical(kind: str, nbytes, n, k, topo: Topology, algorithm: str) -> sy
         outer = ring_time("all_reduce", s / k, nodes, inter)
         if algorithm in ("tree", "auto"):
             tree = tree_time(s / k, nodes, inter)
-            outer = tree if algorithm == "tree" else sympy.Min(outer, tree)
+            outer = tree if algorithm == "tree" else _min(outer, tree)
         return inner + outer
     if kind in ("all_gather", "reduce_scatter"):
         return ring_time(kind, s, k, intra) + ring_time(kind, s / k, nodes, inter)
     if kind == "all_to_all":  # the off-node share crosses the NICs, the rest NVLink, at once
         off = s * (n - k) / n / inter.bandwidth + (nodes - 1) * k * inter.latency
         on = s * (k - 1) / n / intra.bandwidth + (k - 1) * intra.latency
-        return sympy.Max(off, on)
+        return _max(off, on)
     return ring_time(kind, s, n, inter)
 
 
@@ -164,12 +177,12 @@ def collective_time(kind: str, nbytes, n, topo: Topology, stride=1, algorithm: s
         if kind != "all_reduce" or algorithm == "ring":
             return ring
         tree = tree_time(nbytes, n, link)
-        return tree if algorithm == "tree" else sympy.Min(ring, tree)
+        return tree if algorithm == "tree" else _min(ring, tree)
 
     if n.is_number and n <= 1:
         return sympy.Integer(0)
     inside = flat(topo.intra)
-    k = sympy.Min(n, sympy.Max(1, gpn / stride))
+    k = _min(n, _max(sympy.Integer(1), gpn / stride))
     spanning = _hierarchical(kind, nbytes, n, k, topo, algorithm)
     fits = n * stride <= gpn
     if fits is sympy.true:

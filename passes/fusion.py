@@ -369,7 +369,9 @@ def _attention_patterns(t: _Tensors) -> list[list[str]]:
     for sm, attrs in g.nodes(data=True):
         kind = attrs.get("kind")
         if kind == "attention" and sm in t.reads:
-            found.append([sm])
+            members = {sm} | _layout_copies(t, {sm}, taken)
+            taken |= members
+            found.append(sorted(members, key=t.order.__getitem__))
             continue
         if kind != "softmax" or sm not in t.reads:
             continue
@@ -408,9 +410,26 @@ def _attention_patterns(t: _Tensors) -> list[list[str]]:
                     heapq.heappush(heap, (-t.order[q], q))
         members.add(m2)
         if m1 is not None and not members & taken:
+            members |= _layout_copies(t, {m1, m2}, taken | members)
             taken |= members
             found.append(sorted(members, key=t.order.__getitem__))
     return found
+
+
+def _layout_copies(t: _Tensors, gemms: set[str], taken: set[str]) -> set[str]:
+    """Single-input copies feeding the attention's matmuls and used nowhere else — GQA's
+    ``repeat_kv`` (expand + reshape), a ``contiguous`` of transposed K or V: the attention
+    kernel reads their source through strides, so they become part of it."""
+    g, out = t.ir.graph, set()
+    for m in gemms:
+        for p in t.producers(m):
+            pattrs = g.nodes[p]
+            inputs = [s for s in pattrs["inputs"] if s is not None]
+            if (pattrs.get("kind") == "copy" and len(inputs) == 1 and p not in taken
+                    and not t.consumers(p) - gemms - out
+                    and not any((p, j) in t.outputs for j in range(len(pattrs["outputs"])))):
+                out.add(p)
+    return out
 
 
 def _fuse(t: _Tensors, groups: _Groups, gemm_epilogue: bool) -> None:
@@ -423,7 +442,9 @@ def _fuse(t: _Tensors, groups: _Groups, gemm_epilogue: bool) -> None:
         if cat in ("gemm", "opaque"):
             groups.link(groups.new([n], "gemm" if cat == "gemm" else "opaque"), [n])
             continue
-        prods = sorted({groups.of[p] for p in t.producers(n) if p in groups.of}, key=lambda x: -x)
+        phase = attrs.get("phase")  # a training step's phases are compiled apart (no fusion across)
+        prods = sorted({groups.of[p] for p in t.producers(n) if p in groups.of and g.nodes[p].get("phase") == phase},
+                       key=lambda x: -x)
         own = groups.new([n], cat)
         groups.link(own, [n])
         chosen = [own]
@@ -453,7 +474,7 @@ def _fuse(t: _Tensors, groups: _Groups, gemm_epilogue: bool) -> None:
             gid = groups.of.get(c)
             if gid is None or groups.pattern.get(gid) != "pointwise" or gid in sealed:
                 continue
-            if _numel(g.nodes[c]) != size:
+            if _numel(g.nodes[c]) != size or g.nodes[c].get("phase") != g.nodes[n].get("phase"):
                 continue
             if groups.acyclic_union([groups.of[n], gid]):
                 groups.merge([groups.of[n], gid], "gemm+epilogue")

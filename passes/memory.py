@@ -28,9 +28,7 @@ positive value of the dims.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import networkx as nx
@@ -39,16 +37,16 @@ import sympy
 from irtools.ir import CollapseInfo, IRGraph
 from irtools.ir.kinds import op_packet
 from irtools.ir.symbols import from_kv_len, sym
+from passes.collapse import MIDDLE, block_of
 from passes.fusion import is_alias, is_kernel_node
 from passes.kv_cache import is_cache_update
 from passes.python_refs import python_holds
+from passes.sizes import Poly, add_to, dominates, monomial_values, poly, poly_value, to_expr
 
 CATEGORIES = ("weights", "buffers", "kv_cache", "inputs", "outputs", "activations", "temporaries")
 #: categories held by every step (allocated before the program or kept to its end)
 HELD = ("weights", "buffers", "kv_cache", "inputs", "outputs")
 _INPUT_CATEGORY = {"weight": "weights", "constant": "buffers", "kv_cache": "kv_cache"}
-MIDDLE = 1  # the traced block that stands for the repeated ones (passes/collapse.py)
-Poly = dict  # monomial (sympy expression) -> coefficient
 
 
 @dataclass
@@ -132,73 +130,21 @@ class MemoryResult:
 
     def values(self, bindings: dict[str, float]) -> list[dict[str, float]] | None:
         """Bytes per category at every step under ``bindings``; None while a dim is unbound."""
-        known = _monomial_values(self._monomials, bindings)
+        known = monomial_values(self._monomials, bindings)
         if known is None:
             return None
-        return [{c: _poly_value(p.get(c, {}), known) for c in CATEGORIES} for p in self.step_bytes]
+        return [{c: poly_value(p.get(c, {}), known) for c in CATEGORIES} for p in self.step_bytes]
 
     def peak_step(self, bindings: dict[str, float]) -> int | None:
         """The step where live bytes peak under ``bindings`` (the first, on ties)."""
-        known = _monomial_values(self._monomials, bindings)
+        known = monomial_values(self._monomials, bindings)
         if known is None or not self.steps:
             return None
-        totals = [sum(_poly_value(p, known) for p in self.step_bytes[i].values()) for i in self.candidates]
+        totals = [sum(poly_value(p, known) for p in self.step_bytes[i].values()) for i in self.candidates]
         return self.candidates[max(range(len(totals)), key=lambda i: (totals[i], -self.candidates[i]))]
 
     def live_at(self, step: int) -> list[Storage]:
         return [s for s in self.storages if s.start <= step <= s.end]
-
-
-# ---- polynomials --------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=16384)
-def poly(expr) -> tuple:
-    """An expression as ((monomial, coefficient), ...) over its expanded terms."""
-    expr = sympy.expand(from_kv_len(sympy.sympify(expr)))
-    return tuple(expr.as_coefficients_dict().items())
-
-
-def add_to(acc: Poly, terms, scale=1) -> None:
-    for m, c in terms.items() if isinstance(terms, dict) else terms:
-        v = acc.get(m, 0) + c * scale
-        if v == 0:
-            acc.pop(m, None)
-        else:
-            acc[m] = v
-
-
-def to_expr(p: Poly) -> sympy.Expr:
-    return sympy.Add(*(c * m for m, c in p.items())) if p else sympy.Integer(0)
-
-
-@lru_cache(maxsize=4096)
-def _positive(m) -> bool:
-    return m == 1 or bool(m.is_positive)
-
-
-def dominates(a: Poly, b: Poly) -> bool:
-    """a >= b for every positive value of the symbols (coefficient-wise, positive monomials)."""
-    for m in set(a) | set(b):
-        d = a.get(m, 0) - b.get(m, 0)
-        if d != 0 and (d < 0 or not _positive(m)):
-            return False
-    return True
-
-
-def _monomial_values(monomials, bindings) -> dict | None:
-    subs = {sym(k): sympy.sympify(v) for k, v in bindings.items()}
-    out = {}
-    for m in monomials:
-        v = m.xreplace(subs) if m != 1 else sympy.Integer(1)
-        if v.free_symbols:
-            return None
-        out[m] = float(v)
-    return out
-
-
-def _poly_value(p: Poly, known: dict) -> float:
-    return float(sum(float(c) * known[m] for m, c in p.items()))
 
 
 # ---- storages -----------------------------------------------------------------------------
@@ -245,11 +191,6 @@ def _steps(ir: IRGraph, kernels) -> list[MemoryStep]:
     ids = list(nx.lexicographical_topological_sort(kg, key=first.__getitem__))
     kernel = {k: kg.nodes[k]["kernel"] for k in ids}
     return [MemoryStep(i, k, kernel[k].nodes, kernel[k].anchor, kernel[k].pattern) for i, k in enumerate(ids)]
-
-
-def _block(ir: IRGraph, node: str, stack: str) -> int | None:
-    m = re.match(re.escape(stack) + r"\.(\d+)(?:\.|$)", ir.node(node).module or "")
-    return int(m.group(1)) if m else None
 
 
 def _storages(ir: IRGraph, steps: list[MemoryStep], fused: bool, python_refs: bool) -> tuple[list[Storage], dict]:
@@ -387,8 +328,8 @@ def _collapsed_copies(ir: IRGraph, storages: list[Storage], steps: list[MemorySt
         if a.input_setup or not is_kernel_node(a):
             continue
         for v in _tensor_inputs(ir, a):
-            blocks.setdefault(root.get(v, v), set()).add(_block(ir, n, c.stack))
-    middle = [s.index for s in steps if any(_block(ir, n, c.stack) == MIDDLE for n in s.nodes)]
+            blocks.setdefault(root.get(v, v), set()).add(block_of(ir, n, c.stack))
+    middle = [s.index for s in steps if any(block_of(ir, n, c.stack) == MIDDLE for n in s.nodes)]
     if not middle:
         return []
     out = []
@@ -399,7 +340,7 @@ def _collapsed_copies(ir: IRGraph, storages: list[Storage], steps: list[MemorySt
             if blocks.get(s.id) != {MIDDLE}:
                 continue
             start = -1
-        elif _block(ir, s.producer, c.stack) == MIDDLE:
+        elif block_of(ir, s.producer, c.stack) == MIDDLE:
             start = middle[0]
         else:
             continue
@@ -449,11 +390,11 @@ def _total(p: dict[str, Poly]) -> Poly:
 def _candidates(step_bytes: list[dict[str, Poly]], monomials) -> list[int]:
     """Steps whose totals no other step dominates (one per distinct total)."""
     totals = [_total(p) for p in step_bytes]
-    probe = _monomial_values(monomials, {s.name: 2 for m in monomials for s in getattr(m, "free_symbols", ())})
+    probe = monomial_values(monomials, {s.name: 2 for m in monomials for s in getattr(m, "free_symbols", ())})
     distinct: dict[frozenset, int] = {}
     for i, t in enumerate(totals):
         distinct.setdefault(frozenset(t.items()), i)
-    order = sorted(distinct.values(), key=lambda i: -_poly_value(totals[i], probe))
+    order = sorted(distinct.values(), key=lambda i: -poly_value(totals[i], probe))
     kept: list[int] = []
     for i in order:
         if not any(dominates(totals[k], totals[i]) for k in kept):
@@ -519,4 +460,4 @@ def summarize(result: MemoryResult, ir: IRGraph, bindings: dict[str, float], top
 
 
 __all__ = ["CATEGORIES", "HELD", "LiveTensor", "MemoryResult", "MemoryStep", "PeakInfo", "Storage", "analyze_memory",
-           "dominates", "memory", "summarize"]
+           "memory", "summarize"]

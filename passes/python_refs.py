@@ -82,6 +82,12 @@ def _stmt(path: str, line: int):
     return src.stmt.get(line) if src else None
 
 
+@lru_cache(maxsize=4096)
+def _returns(fn) -> tuple:
+    """A function's ``return`` statements in line order."""
+    return tuple(sorted((n for n in ast.walk(fn) if isinstance(n, ast.Return)), key=lambda n: n.lineno))
+
+
 def _names(expr) -> list[str]:
     return [n.id for n in ast.walk(expr) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)] if expr else []
 
@@ -169,10 +175,7 @@ class _Refs:
         if isinstance(last_stmt, ast.Return):
             ret = last_stmt
         elif src is not None and inst.last_line in src.func:
-            fn = src.func[inst.last_line]
-            rets = sorted((n for n in ast.walk(fn) if isinstance(n, ast.Return) and n.lineno > inst.last_line),
-                          key=lambda n: n.lineno)
-            ret = rets[0] if rets else None
+            ret = next((r for r in _returns(src.func[inst.last_line]) if r.lineno > inst.last_line), None)
         if ret is not None and ret is last_stmt:  # the return expression ran ops: its result
             values = list(inst.returned)
         else:  # ``return a, b`` or ``return Output(x=a)``: what those names hold

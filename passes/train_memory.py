@@ -86,7 +86,7 @@ def training_memory(ir: IRGraph, kernels=None, optimizer=None, micro_batches: in
     phase_of = [ir.node(s.anchor).phase or "forward" for s in steps]
     grads = {_root(ir, g) for g in info.gradients.values()}
     master, states = set(), set()
-    for n, a in ir.nodes():
+    for _n, a in ir.nodes():
         if a.phase == "optimizer":
             for v in a.input_values[2:]:
                 (master if v.endswith(".master") else states).add(v)
@@ -141,7 +141,7 @@ def _autograd_node_ends(ir: IRGraph, steps) -> dict[str, int]:
         if a.phase == "backward" and a.grad_of and n in step_of:
             last[a.grad_of] = max(last.get(a.grad_of, -1), step_of[n])
     out: dict[str, int] = {}
-    for n, a in ir.nodes():
+    for _n, a in ir.nodes():
         if a.phase != "backward" or not a.grad_of or a.grad_of not in last:
             continue
         for v, spec in zip(a.input_values, a.inputs):

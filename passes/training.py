@@ -63,7 +63,7 @@ class TrainingResult:
     optimizer: OptimizerSpec
     recompute: RecomputePlan
     micro_batches: int
-    loss: str | None
+    loss: str | None  # what the loss is (the recipe's description)
     phases: dict[str, dict[str, sympy.Expr]]  # phase -> cost -> expression (per micro-batch; optimizer per step)
     model_flops: sympy.Expr  # forward + backward of every micro-batch
     hardware_flops: sympy.Expr  # model FLOPs + recomputation
@@ -133,9 +133,13 @@ def _split(ir: IRGraph, ids, weights) -> dict[str, sympy.Expr]:
 def _line_splits(ir: IRGraph, weights) -> dict[str, dict[str, sympy.Expr]]:
     out: dict[str, dict[str, sympy.Expr]] = {}
 
+    optimizer = [(n, a.module or "") for n, a in ir.nodes() if a.phase == "optimizer"]
+
     def walk(entries, prefix=""):
         for e in entries:
-            out[f"{prefix}{e.line}"] = _split(ir, e.nodes, weights)
+            paths = [p for call in e.calls for p in call.paths]  # a module call: its parameters' updates too
+            extra = [n for n, m in optimizer if any(m == p or m.startswith(p + ".") for p in paths)]
+            out[f"{prefix}{e.line}"] = _split(ir, [*e.nodes, *extra], weights)
             walk(e.sub_entries, f"{prefix}{e.line}/")
 
     if ir.meta.lines is not None:
@@ -187,6 +191,37 @@ def _param_weight(ir: IRGraph, param: str, weights) -> sympy.Expr:
     return weights.get(node, 1)
 
 
+def step_time(result, target, bindings) -> tuple[sympy.Expr, sympy.Expr]:
+    """(step time, peak FLOP/s) of ``result``'s training step on ``target``, symbolic in the
+    dims ``bindings`` leaves free: its kernels re-timed on that target."""
+    from irtools.hardware import load_target
+    from passes.roofline import estimate, peak_expr
+
+    target = load_target(target)
+    roofline = estimate(result.kernels, target, bindings)
+    times = phase_times(roofline, result.ir)
+    m = result.training.micro_batches
+    weights = node_weights(result.ir)
+    acc = _accumulation_time(result.ir, roofline, weights) * (m - 1) if m > 1 else ZERO
+    total = m * (times["forward"] + times["backward"] + times["recompute"]) + acc + times["optimizer"]
+    return total, peak_expr(target, bindings, True)
+
+
+def sweep_step(result, target, fixed: dict[str, float], grid) -> dict[str, Any]:
+    """Step time, tokens/s and MFU of a training result on ``target`` over a grid of bindings
+    (``passes.roofline.sweep``); ``fixed`` binds the other symbols."""
+    from passes.roofline import sweep
+
+    tr = result.training
+    subs = {sym(k): v for k, v in fixed.items()}
+    time, peak = step_time(result, target, fixed)
+    time = time.xreplace(subs)
+    tokens = tr.tokens.xreplace(subs)
+    mfu = tr.model_flops.xreplace(subs) / (time * peak)
+    return {"time": sweep(time, grid)["value"], "tokens_per_s": sweep(tokens / time, grid)["value"],
+            "mfu": sweep(mfu, grid)["value"]}
+
+
 def summarize_training(result, setup: TrainingSetup, options: TrainingOptions) -> TrainingResult:
     """The training section of ``result`` (an AnalysisResult of a joint graph)."""
     from passes.roofline import peak_expr
@@ -201,7 +236,7 @@ def summarize_training(result, setup: TrainingSetup, options: TrainingOptions) -
     params = sympy.Add(*(_param_weight(ir, p, weights) * ir.values[g].spec.numel for p, g in info.gradients.items()))
     accumulate = (m - 1) * params
     out = TrainingResult(
-        setup.optimizer, setup.recompute, m, info.loss, phases,
+        setup.optimizer, setup.recompute, m, info.description or None, phases,
         model_flops=sympy.expand(m * fb), hardware_flops=sympy.expand(m * (fb + phases["recompute"]["flops"])),
         step_flops=sympy.expand(m * (fb + phases["recompute"]["flops"]) + accumulate + phases["optimizer"]["flops"]),
         tokens=m * _tokens(ir), params=sympy.expand(params),

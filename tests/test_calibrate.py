@@ -8,8 +8,8 @@ import pytest
 import sympy
 
 from irtools.hardware import Target, TargetError, load_target, parse_target, save_target
-from irtools.ir.symbols import sym
 from irtools.hardware import calibrate as cal
+from irtools.ir.symbols import sym
 from passes.fusion import build_kernels
 from passes.roofline import estimate, gemm_dims, interpolate
 

@@ -150,10 +150,12 @@ def test_sweep_matches_analyze(capsys):
                          "--mode", "flash", "--dim", "a_bytes=2", "--dim", "w_bytes=2")
     assert code == 0, err
     header, *rows = out.strip().splitlines()
-    assert header == "seq_len,time_s[h100-sxm],time_s[a100-sxm-80gb]" and len(rows) == 2
+    assert header == ("seq_len,time_s[h100-sxm],time_s[a100-sxm-80gb],"
+                      "peak_bytes,fits[h100-sxm],fits[a100-sxm-80gb]") and len(rows) == 2  # issue 14: memory, fit
     code, out, _ = run(capsys, "analyze", "--format", "json", "--target", "a100-sxm-80gb", "--mode", "flash",
                        "--dim", "a_bytes=2", "--dim", "w_bytes=2", "--dim", "seq_len=1024")
     assert float(rows[1].split(",")[2]) == pytest.approx(json.loads(out)["time_s"]["value"], rel=1e-5)
+    assert float(rows[1].split(",")[3]) == pytest.approx(json.loads(out)["memory"]["peak"]["value"], rel=1e-5)
     code, _, err = run(capsys, "sweep", "--grid", "seq_len=0,5")
     assert code == 2 and "must be a positive integer" in err
 

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 pytest.importorskip("transformers")
 from irtools import analyze, analyze_module  # noqa: E402
 from irtools.recipes import hf  # noqa: E402
-from irtools.recipes.hf_configs import CLASS_ROUTE, TINY  # noqa: E402
+from irtools.recipes.hf_configs import CLASS_ROUTE, MORE, TINY  # noqa: E402
 from irtools.recipes.presets import resolve_class  # noqa: E402
 
 ARCHS = ("phi3", "falcon", "gptj", "bloom", "stablelm", "starcoder2", "t5", "whisper", "clip", "mamba", "cohere")
@@ -164,3 +164,31 @@ def test_class_route_default_configs(spec):
     result = analyze(spec)
     at = {"batch_size": 1, "seq_len": 16, **({"decoder_seq_len": 9} if "T5" in spec else {})}
     assert not result.unsupported and result.value(result.totals["flops"], at) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(MORE))
+def test_more_model_types_from_config_json(tmp_path, arch):
+    """Other model types (BART, wav2vec2 raw audio, LLaVA text-only, Mamba-2, GPTBigCode,
+    ConvNeXt, Swin) from config.json on the meta device: every op costed, FLOPs > 0."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(MORE[arch]))
+    result = analyze(str(path))
+    at = {"batch_size": 2, "seq_len": 7, "decoder_seq_len": 4}
+    assert not result.unsupported and result.value(result.totals["flops"], at) > 0
+
+
+def test_model_class_from_config():
+    """``architectures`` names the class when it is a transformers model; otherwise decoders
+    get their causal LM, encoder-decoders their seq2seq LM (speech too), the rest the base model."""
+    import transformers
+
+    bert = {k: v for k, v in TINY["phi3"].items() if k != "model_type"}
+    assert hf.model_class(hf.make_config({"model_type": "bert", **bert, "architectures": ["BertForMaskedLM"]})) \
+        is transformers.BertForMaskedLM
+    assert hf.model_class(hf.make_config({"model_type": "bert", **bert, "architectures": ["Trainer"]})) \
+        is transformers.AutoModel
+    assert hf.model_class(hf.make_config(TINY["t5"])) is transformers.AutoModelForSeq2SeqLM
+    assert hf.model_class(hf.make_config(TINY["whisper"])) is transformers.AutoModelForSpeechSeq2Seq
+    assert hf.model_class(hf.make_config(TINY["mamba"])) is transformers.AutoModelForCausalLM
+    assert hf.model_class(hf.make_config(TINY["clip"])) is transformers.AutoModel

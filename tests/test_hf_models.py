@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 pytest.importorskip("transformers")
 from irtools import analyze, analyze_module  # noqa: E402
-from irtools.recipes import hf  # noqa: E402
 from irtools.cli import main  # noqa: E402
+from irtools.recipes import hf  # noqa: E402
 
 TINY = {
     "gpt2": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 101, "n_positions": 64},

@@ -10,9 +10,9 @@ import torch
 
 from irtools.ir.symbols import evaluate
 from passes.compiler import torch_backend
-from passes.fusion import _attention_patterns, _Tensors, build_kernels
 from passes.compiler.inductor_compare import compare_with_fused
 from passes.compiler.inductor_hook import hook_unavailable, record_inductor_kernels, record_nodes
+from passes.fusion import _attention_patterns, _Tensors, build_kernels
 
 F32 = 4
 

@@ -19,6 +19,7 @@ from irtools.export.escape import finite
 from irtools.export.escape import html_text as escape  # control characters shown, not emitted
 from irtools.export.memory_svg import memory_section
 from irtools.export.text import human, lower_bound_note
+from irtools.export.training_html import training_html
 from irtools.ir.symbols import from_kv_len, parse
 
 _REL = {sympy.LessThan: "<=", sympy.StrictLessThan: "<", sympy.GreaterThan: ">=", sympy.StrictGreaterThan: ">",
@@ -234,6 +235,7 @@ def render_html(report) -> str:
 <section id="symbols"><h2>Symbols</h2><p class="note">Change a value: every number below is recomputed from its formula.</p>{inputs}</section>
 <section><h2>Totals</h2><table class="grid">{totals_html}</table></section>
 <section id="memory"><h2>Memory</h2>{memory_section(report)}</section>
+{f'<section id="training"><h2>Training step</h2>{training_html(report)}</section>' if report.get("training") else ""}
 <section><h2>Modules</h2><p class="note">FLOPs, share of total FLOPs, bytes read, bytes written.</p>{modules}</section>
 <section><h2>Lines</h2>{lines}</section>
 <section><h2>Kernels</h2>{kernels}</section>

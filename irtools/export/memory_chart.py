@@ -38,7 +38,7 @@ def plot_memory(report):
     ax.set_ylim(0, max(totals) * 1.12 or 1)
     ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: human(v, "B")))
     ax.set_title(f"{report.get('model', '')}: memory over program order")
-    ax.legend(loc="upper left", fontsize=8, ncol=len(keep))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return fig
 
 

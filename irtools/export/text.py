@@ -5,7 +5,18 @@ from __future__ import annotations
 import csv
 import io
 
+import sympy
+
 from irtools.export.escape import csv_cell, md_code, md_text, printable
+from irtools.export.training_text import (
+    csv_rows,
+    line_keys,
+    line_phase_cells,
+    module_phase_cells,
+    phase_headers,
+    training_lines,
+    training_markdown,
+)
 from irtools.ir.symbols import parse, pretty
 
 
@@ -35,7 +46,39 @@ def _rows(report, depth: int = 1):
 
 def _short(expr: str) -> str:
     """The compact (factored, kv_len) form of a report formula."""
-    return pretty(parse(expr), factor=False)
+    return pretty(_parse_report(expr), factor=False)
+
+
+def _parse_report(text: str):
+    """``parse(text)``; a top-level ``Max``/``Min`` of a report (peak memory) is already reduced,
+    so its arguments are parsed one by one and not compared pairwise again (sympy's comparison
+    of many polynomial arguments takes seconds; the printed result is the same)."""
+    for name, fn in (("Max", sympy.Max), ("Min", sympy.Min)):
+        if text.startswith(name + "(") and text.endswith(")"):
+            parts = _top_level_args(text[len(name) + 1:-1])
+            if parts and len(parts) > 1:
+                args = [parse(p) for p in parts]
+                if not any(a.is_Number or a.has(sympy.Max, sympy.Min) for a in args):  # else not a reduced one
+                    return fn(*args, evaluate=False)
+                return fn(*args)
+    return parse(text)
+
+
+def _top_level_args(text: str) -> list[str] | None:
+    """``"a, Max(b, c), d"`` -> ``["a", "Max(b, c)", "d"]``; None where the brackets do not match."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts if depth == 0 else None
 
 
 def _header(report) -> list[str]:
@@ -49,6 +92,7 @@ def _header(report) -> list[str]:
         f"bytes read:    {_short(t['bytes_read']['expr'])}  = {human(t['bytes_read']['value'], 'B')}",
         f"bytes written: {_short(t['bytes_written']['expr'])}  = {human(t['bytes_written']['value'], 'B')}",
         *_memory_lines(report),
+        *training_lines(report, human),
         *_deployment(report),
     ]
 
@@ -108,8 +152,9 @@ def _memory_lines(report) -> list[str]:
 def render_table(report) -> str:
     """A plain-text per-line table with formulas and values."""
     lines = _header(report) + [""]
-    cols = ("line", "type", "code", "FLOPs formula", "FLOPs", "read", "written")
+    cols = ("line", "type", "code", "FLOPs formula", "FLOPs", "read", "written", *phase_headers(report))
     rows = []
+    keys = line_keys(report) if report.get("training") else {}
     for level, k in _rows(report):
         v = k["values"]
         rows.append((
@@ -120,6 +165,7 @@ def render_table(report) -> str:
             human(v["flops"]),
             human(v["bytes_read"], "B"),
             human(v["bytes_written"], "B"),
+            *line_phase_cells(report, keys.get(id(k), ""), human),
         ))
     widths = [min(72, max(len(c), *(len(r[i]) for r in rows))) for i, c in enumerate(cols)] if rows else [len(c) for c in cols]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -190,19 +236,27 @@ def render_markdown(report) -> str:
     """Lines, modules, kernels (when a target was given) and nodes, as Markdown tables."""
     out = ["# " + _md_cell(_header(report)[0]), "", *("- " + _md_cell(h) for h in _header(report)[1:]), ""]
     if report["lines"]["kernels"]:
-        out += ["## Lines", "", "| line | type | code | FLOPs | read | write | FLOPs value |", "|---|---|---|---|---|---|---|"]
+        phases = phase_headers(report)
+        keys = line_keys(report) if phases else {}
+        out += ["## Lines", "", "| line | type | code | FLOPs | read | write | FLOPs value |" + "".join(f" {h} |" for h in phases),
+                "|---|---|---|---|---|---|---|" + "---|" * len(phases)]
         for level, k in _rows(report):
             out.append(
                 f"| {'↳ ' * level}{k['line']} | {k['kernel_type']} | {md_code(k['code'])} | {md_code(k['flops'])} | "
                 f"{md_code(k['memory_access']['read'])} | {md_code(k['memory_access']['write'])} | {human(k['values']['flops'])} |"
+                + "".join(f" {c} |" for c in line_phase_cells(report, keys.get(id(k), ""), human))
             )
         out.append("")
-    out += ["## Modules", "", "| module | class | repeat | FLOPs | read | written |", "|---|---|---|---|---|---|"]
+    phases = phase_headers(report)
+    out += ["## Modules", "", "| module | class | repeat | FLOPs | read | written |" + "".join(f" {h} |" for h in phases),
+            "|---|---|---|---|---|---|" + "---|" * len(phases)]
     for depth, m in _walk_modules(report["modules"]):
         out.append(
             f"| {'&nbsp;' * 2 * depth}{_md_cell(m['path'] or '(model)')} | {_md_cell(m['class'])} | {m.get('repeat', '')} | "
             f"{human(m['flops']['value'])} | {human(m['bytes_read']['value'], 'B')} | {human(m['bytes_written']['value'], 'B')} |"
+            + "".join(f" {c} |" for c in module_phase_cells(report, m["path"], human))
         )
+    out += training_markdown(report, human)
     if "kernels" in report:
         out += ["", f"## Kernels ({report['mode']} on {report['target']['name']})", "",
                 "| kernel | kinds | FLOPs | bytes | time | × | bound |", "|---|---|---|---|---|---|---|"]
@@ -211,11 +265,13 @@ def render_markdown(report) -> str:
                 f"| {_md_cell(k['id'])} | {_md_cell(', '.join(dict.fromkeys(k['kinds'])))} | {human(k['flops']['value'])} | "
                 f"{human(k['bytes']['value'], 'B')} | {human(k['time_s']['value'], 's')} | {k.get('repeat', 1)} | {k['bound']} |"
             )
-    out += ["", "## Nodes", "", "| id | op | kind | module | FLOPs | read | written |", "|---|---|---|---|---|---|---|"]
+    train = bool(report.get("training"))
+    out += ["", "## Nodes", "", "| id | op | kind | module | FLOPs | read | written |" + (" phase |" if train else ""),
+            "|---|---|---|---|---|---|---|" + ("---|" if train else "")]
     for n in report["nodes"]:
         out.append(
             f"| {_md_cell(n['id'])} | {md_code(n['op'])} | {n['kind']} | {_md_cell(n['module'])} | {md_code(n['flops']['expr'])} | "
-            f"{md_code(n['bytes_read']['expr'])} | {md_code(n['bytes_written']['expr'])} |"
+            f"{md_code(n['bytes_read']['expr'])} | {md_code(n['bytes_written']['expr'])} |" + (f" {n.get('phase', '')} |" if train else "")
         )
     return "\n".join(out) + "\n"
 
@@ -256,6 +312,8 @@ def render_csv(report) -> str:
     for k in report.get("kernels", []):
         w.writerow(["kernel", k["id"], " ".join(k["nodes"]), ",".join(dict.fromkeys(k["kinds"])), k.get("module", ""), "",
                     k["flops"]["expr"], k["bytes"]["expr"], "", k["flops"]["value"], k["bytes"]["value"], "", k["time_s"]["value"]])
+    for row in csv_rows(report):  # train: FLOPs of each module and line per phase
+        w.writerow(row)
     return buf.getvalue()
 
 

@@ -110,6 +110,9 @@ def evaluate(expr, bindings: Mapping[str, float]) -> float | None:
     if KV_LEN in expr.free_symbols:
         expr = from_kv_len(expr)
     names = {s.name: s for s in expr.free_symbols}
+    if not names.keys() <= bindings.keys():
+        return None  # a symbol stays free: no value (and no partial substitution, which can be slow:
+        # a Max of 50 sums in unbound symbols takes sympy minutes to re-simplify)
     value = expr.xreplace({names[k]: as_expr(v) for k, v in bindings.items() if k in names})
     if value.free_symbols:
         return None

@@ -17,6 +17,7 @@ class JointInfo:
     """The loss, the parameters and their gradients, and what the model's code checkpoints."""
 
     loss: str  # value id of the scalar loss
+    description: str = ""  # what the loss is (irtools/recipes/train.py)
     params: dict[str, str] = field(default_factory=dict)  # parameter value id -> qualified name
     gradients: dict[str, str] = field(default_factory=dict)  # parameter value id -> gradient value id
     frozen: list[str] = field(default_factory=list)  # parameter value ids that get no gradient

@@ -109,8 +109,9 @@ def model_class(config) -> type:
     from transformers.models.auto import modeling_auto as auto
 
     for name in getattr(config, "architectures", None) or ():
-        if isinstance(getattr(transformers, name, None), type):
-            return getattr(transformers, name)
+        cls = getattr(transformers, name, None) if isinstance(name, str) else None
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+            return cls
     model_type = config.model_type
     if model_type in ENCODERS:
         return transformers.AutoModel
@@ -144,7 +145,7 @@ def build_model(config, device: str = "meta") -> torch.nn.Module:
         return build_model(config, device)
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"transformers cannot build a {config.model_type} model from this config: {' '.join(str(exc).split())}") from None
-    return model
+    return model.to(device) if device == "meta" else model  # legacy torch.Tensor(...) ignores the device context
 
 
 def prepare_capture(model: torch.nn.Module) -> list[str]:
@@ -184,7 +185,7 @@ def recipe(config, scenario: str, name: str, model: torch.nn.Module | None = Non
     """Model + example inputs (from its forward signature, ``hf_inputs``) + dim names for
     prefill, or for decode with a ``DynamicCache`` of ``cache_len`` tokens (causal LMs).
     Causal LMs compute logits for the last position unless ``all_logits`` (``logits.py``)."""
-    from irtools.recipes.hf_inputs import model_inputs
+    from irtools.recipes.hf_inputs import model_inputs, text_config
     from irtools.recipes.logits import keep_logits
     from irtools.recipes.windows import decode_cache, window_note, window_paths
 
@@ -195,6 +196,10 @@ def recipe(config, scenario: str, name: str, model: torch.nn.Module | None = Non
         if getattr(config, "is_encoder_decoder", False):
             kind = "an encoder-decoder"
         raise ConfigError(f"{config.model_type} is {kind}: it has no decode scenario")
+    if scenario == "prefill":  # models that take use_cache through **kwargs read the config's
+        for part in {id(c): c for c in (config, text_config(config))}.values():
+            if hasattr(part, "use_cache"):
+                part.use_cache = False
     inputs = model_inputs(model, config)
     notes = inputs.notes + notes
     logits = keep_logits(model, inputs.kwargs, all_logits, causal=is_causal_lm(model))

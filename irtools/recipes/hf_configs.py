@@ -62,3 +62,22 @@ CLASS_ROUTE: dict[str, str] = {
     "whisper": "transformers.models.whisper.modeling_whisper:WhisperForConditionalGeneration",
     "clip": "transformers.models.clip.modeling_clip:CLIPTextModel",
 }
+
+#: More model types (run from config.json in slow tests and in benchmarks/coverage.py).
+MORE: dict[str, dict[str, Any]] = {
+    "bart": {"model_type": "bart", "encoder_layers": 2, "decoder_layers": 2, "d_model": 32, "vocab_size": 101,
+             "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 48, "decoder_ffn_dim": 48},
+    "wav2vec2": {"model_type": "wav2vec2", "num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4,
+                 "intermediate_size": 48, "vocab_size": 32},
+    "llava": {"model_type": "llava", "image_token_index": 150,
+              "text_config": {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4,
+                              "intermediate_size": 48, "vocab_size": 200},
+              "vision_config": {"model_type": "clip_vision_model", "num_hidden_layers": 2, "hidden_size": 32,
+                                "num_attention_heads": 4, "intermediate_size": 48, "image_size": 32, "patch_size": 8}},
+    "mamba2": {"model_type": "mamba2", "num_hidden_layers": 2, "hidden_size": 32, "vocab_size": 101, "num_heads": 8,
+               "head_dim": 8, "state_size": 8, "n_groups": 1, "expand": 2},
+    "gpt_bigcode": {"model_type": "gpt_bigcode", "n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 101},
+    "convnext": {"model_type": "convnext", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "image_size": 32},
+    "swin": {"model_type": "swin", "depths": [1, 1], "num_heads": [2, 4], "embed_dim": 16, "image_size": 32,
+             "patch_size": 4, "window_size": 4},
+}

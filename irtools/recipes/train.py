@@ -43,8 +43,10 @@ class LossWrapper(nn.Module):
         out = self.model(**inputs)
         first = next(t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor) and t.is_floating_point())
         if first.dim() == 2:  # (batch, classes): cross-entropy against class targets
+            self.irtools_loss = "cross-entropy of the (batch, classes) output against class targets"
             targets = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)
             return F.cross_entropy(first, targets)
+        self.irtools_loss = STAND_IN
         return first.float().pow(2).mean()
 
 

@@ -14,7 +14,6 @@ from passes.costs import (
     collective,
     einsum,
     moe,
-    ssm,
     onnx_attention,
     onnx_contrib,
     onnx_more,
@@ -23,6 +22,7 @@ from passes.costs import (
     onnx_rnn,
     onnx_seq,
     optim,
+    ssm,
     torch_ops,
 )
 from passes.costs.registry import Cost, OpCall, RuleEntry, RuleSet

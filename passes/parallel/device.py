@@ -144,12 +144,6 @@ class DeviceModel:
 
     # ---- evaluation -----------------------------------------------------------------------
 
-    def evaluate(self, layout: Layout, overlap: bool | None = None) -> dict:
-        """Numbers of one layout (balanced stage partition)."""
-        from passes.parallel.plan import evaluate_layouts
-
-        return evaluate_layouts(self, [layout], overlap=overlap)[0]
-
     def formulas(self, layout: Layout) -> dict:
         """The per-role figures as formulas in tp, pp, dp, ep, batch_size, micro_batches (even split)."""
         v = self.values(layout.sp)
@@ -188,7 +182,7 @@ def _build_variant(model: DeviceModel, sp: bool) -> Variant:
         if model.flavor == "megatron":  # vocab-parallel cross entropy: no logits gather (Megatron-LM)
             coll = [c for c in coll if c.why != "graph output"] + _cross_entropy(ir, tp)
     coll += ep_collectives(sharded, model.ep)
-    parts, _ = split_parts(sharded, kernels, model.target, model.bindings, coll, model.ep.nodes, 1 / EP)
+    parts, _ = split_parts(sharded, kernels, model.target, model.bindings, coll, model.ep.nodes, 1 / EP, model.ep.params)
     transient = sympy.Integer(0)
     if model.scenario != "train":
         mem = memory(sharded, kernels)

@@ -30,6 +30,7 @@ class EPPlan:
 
     layers: dict[str, list[str]] = field(default_factory=dict)  # expert module -> its grouped-matmul nodes
     experts: int | None = None
+    params: set[str] = field(default_factory=set)  # the expert weight parameters (value ids)
 
     @property
     def nodes(self) -> set[str]:
@@ -40,10 +41,29 @@ def expert_parallel(ir: IRGraph) -> EPPlan:
     """Find the expert layers of an annotated IR (empty for a dense model)."""
     plan = EPPlan()
     for n, a in ir.nodes():
-        if op_packet(a.op) in EXPERT_OPS and len(a.inputs) > 1 and a.inputs[1] is not None:
+        if _name(a.op) in EXPERT_OPS and len(a.inputs) > 1 and a.inputs[1] is not None:
             plan.layers.setdefault(a.module or "", []).append(n)
             plan.experts = int(a.inputs[1].shape[0]) if a.inputs[1].shape[0].is_number else plan.experts
+            param = _param(ir, a.input_values[1])
+            if param is not None:
+                plan.params.add(param)
     return plan
+
+
+def _name(op: str) -> str:
+    return op_packet(op).removesuffix(".default")
+
+
+def _param(ir: IRGraph, value: str | None) -> str | None:
+    """The parameter a weight input views (through transposes and casts)."""
+    for _ in range(8):
+        val = ir.values.get(value) if value is not None else None
+        if val is None:
+            return None
+        if val.producer is None:
+            return value
+        value = next((v for v in ir.node(val.producer).input_values if v is not None), None)
+    return None
 
 
 def ep_collectives(ir: IRGraph, plan: EPPlan) -> list[Collective]:

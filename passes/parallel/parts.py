@@ -93,9 +93,16 @@ def _kernel_part(kg: KernelGraph, kernel, parts: dict[str, str]) -> str:
     return "layer" if "layer" in where else (where[0] if where else "pre")
 
 
-def _params(ir: IRGraph, nodes, experts: set[str]) -> tuple:
+def _params(ir: IRGraph, nodes, experts: set[str], expert_params: set[str]) -> tuple:
     """(dense elements, expert elements, bytes, expert bytes, kv-cache bytes) of the graph inputs ``nodes`` read."""
     weights, kv, expert = {}, {}, {}
+    outputs = set(ir.meta.output_values or [])
+    for n in nodes:
+        a = ir.node(n)
+        for v, spec in zip(a.output_values, a.outputs):  # the cache a layer returns: what it holds
+            if v in outputs and spec is not None and spec.role == "kv_cache":
+                kv[v] = spec
+    returned = bool(kv)
     for n in nodes:
         a = ir.node(n)
         for v in a.input_values:
@@ -104,9 +111,9 @@ def _params(ir: IRGraph, nodes, experts: set[str]) -> tuple:
                 continue
             if val.spec.role == "weight":
                 weights[v] = val.spec
-                if n in experts:
+                if n in experts or v in expert_params:
                     expert[v] = val.spec
-            elif val.spec.role == "kv_cache":
+            elif val.spec.role == "kv_cache" and not returned:
                 kv[v] = val.spec
     count = sympy.Add(*(s.numel for v, s in weights.items() if v not in expert))
     expert_count = sympy.Add(*(s.numel for s in expert.values()))
@@ -115,12 +122,14 @@ def _params(ir: IRGraph, nodes, experts: set[str]) -> tuple:
 
 
 def split_parts(ir: IRGraph, kernels: KernelGraph, target: Target, bindings: dict, collectives: list[Collective],
-                experts: set[str] | None = None, expert_scale=1) -> tuple[dict[str, Part], Cut]:
+                experts: set[str] | None = None, expert_scale=1, expert_params: set[str] | None = None
+                ) -> tuple[dict[str, Part], Cut]:
     """Per-part costs of a per-device graph ``ir`` (annotated) and its kernel graph.
 
     ``collectives``: the part's tensor-parallel collectives (``module`` says where each is);
-    ``experts``: nodes of expert layers, whose kernels are scaled by ``expert_scale`` (1/ep)."""
-    experts = experts or set()
+    ``experts``: nodes of expert layers, whose kernels are scaled by ``expert_scale`` (1/ep), as
+    are the ``expert_params`` they read."""
+    experts, expert_params = experts or set(), expert_params or set()
     cut = find_stack(ir)
     parts_of = part_of_nodes(ir, cut)
     out = {p: Part() for p in PARTS}
@@ -150,7 +159,7 @@ def split_parts(ir: IRGraph, kernels: KernelGraph, target: Target, bindings: dic
             ref_nodes.append(n)
     by_part["layer"] = ref_nodes
     for p in PARTS:
-        count, expert_count, nbytes, expert, kv = _params(ir, by_part[p], experts)
+        count, expert_count, nbytes, expert, kv = _params(ir, by_part[p], experts, expert_params)
         out[p].params, out[p].kv = count + expert_count * expert_scale, kv
         out[p].weights = nbytes - expert + expert * expert_scale
         out[p].expert_weights = expert * expert_scale

@@ -106,6 +106,11 @@ def evaluate_layouts(model: DeviceModel, layouts: list[Layout], overlap: bool | 
     return Evaluation(layouts, _reorder(out_values, inverse))
 
 
+def evaluate_layout(model: DeviceModel, layout: Layout, overlap: bool | None = None) -> dict:
+    """Numbers of one layout (balanced stage partition)."""
+    return evaluate_layouts(model, [layout], overlap=overlap)[0]
+
+
 def _merge(acc: dict, res: dict, n: int) -> None:
     for k, x in res.items():
         if isinstance(x, dict):
@@ -235,4 +240,5 @@ def search(model: DeviceModel, devices: int, objective: str = "throughput", batc
                       skipped)
 
 
-__all__ = ["OBJECTIVES", "Evaluation", "PlanResult", "divisors", "enumerate_layouts", "evaluate_layouts", "search"]
+__all__ = ["OBJECTIVES", "Evaluation", "PlanResult", "divisors", "enumerate_layouts", "evaluate_layout", "evaluate_layouts",
+           "search"]

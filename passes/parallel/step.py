@@ -42,7 +42,22 @@ class Ops:
 
 
 NUMPY = Ops(np.maximum, np.minimum, np.where, lambda a, b: np.asarray(a) > b)
-SYMPY = Ops(sympy.Max, sympy.Min, lambda c, a, b: sympy.Piecewise((a, c), (b, True)), lambda a, b: sympy.Gt(a, b))
+def _lazy(fn):
+    """sympy Max / Min without its (slow, here pointless) search for the larger argument."""
+    def call(a, b):
+        a, b = sympy.sympify(a), sympy.sympify(b)
+        return fn(a, b) if a.is_number and b.is_number else fn(a, b, evaluate=False)
+    return call
+
+
+def _piecewise(c, a, b):
+    c = sympy.sympify(c)
+    if c is sympy.true or c is sympy.false:
+        return a if c is sympy.true else b
+    return sympy.Piecewise((a, c), (b, True))
+
+
+SYMPY = Ops(_lazy(sympy.Max), _lazy(sympy.Min), _piecewise, lambda a, b: sympy.Gt(a, b))
 
 
 def _pos(ops: Ops, x):
@@ -113,7 +128,8 @@ def _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap):
         mem = {"weights": w * psi / ops.where(ops.gt(zero, 2), dp, 1), "gradients": g * psi / ops.where(ops.gt(zero, 1), dp, 1),
                "optimizer": k * psi / ops.where(ops.gt(zero, 0), dp, 1), "activations": acts, "kv_cache": 0 * psi}
         mem["total"] = mem["weights"] + mem["gradients"] + mem["optimizer"] + mem["activations"]
-        out[role] = {"memory": mem, "params": psi, "compute": fwd + bwd + again, "per_micro_batch": per_mb[role],
+        out[role] = {"memory": mem, "params": psi, "compute": fwd + bwd + again, "forward": fwd, "backward": bwd + again,
+                     "per_micro_batch": per_mb[role],
                      "tp_comm": tp_comm, "ep_comm": ep_comm, "pp_comm": 2 * send, "dp_comm": step_dp + zmb * lay["m"],
                      "dp_exposed": exposed + zmb * lay["m"], "optimizer": optimizer,
                      "flops": 3 * _part_sum(v, "flops", n, pre, post) + full * n * v["layer.flops"],

@@ -22,11 +22,12 @@ import sympy
 from irtools.capture.frames import parse_frames
 from irtools.capture.onnx import layout
 from irtools.capture.onnx import proto as onnx  # the message classes without onnx's import cost
+from irtools.capture.onnx.bind import bind_sizes, covering_sizes
 from irtools.capture.onnx.inference import infer
 from irtools.capture.onnx.limits import check_outputs, check_scope_depth
 from irtools.capture.onnx.load import KNOWN_DOMAINS, check_model, inline_functions, load_model, topo_order
 from irtools.capture.onnx.shape_env import ShapeEnv
-from irtools.capture.onnx.tensors import TInfo, dtype_name, tensor_info
+from irtools.capture.onnx.tensors import TInfo, dtype_name, integer, tensor_info
 from irtools.ir import CaptureError, IRGraph, Scope, SourceLoc, TensorSpec, default_bytes, op_class
 from irtools.ir.symbols import canonical_name, sym
 
@@ -49,10 +50,14 @@ class Subgraphs(dict):
 
 
 def capture_onnx(path_or_model, dims: dict[str, int] | None = None, aliases: dict[str, str] | None = None,
-                 name: str | None = None, progress: Callable[[int, int], None] | None = None) -> IRGraph:
+                 name: str | None = None, progress: Callable[[int, int], None] | None = None,
+                 bind: dict[str, float] | None = None) -> IRGraph:
     """Build the IR of an ONNX model; ``dims`` binds symbol names (aliases allowed) to sizes.
 
-    ``progress(done, total)`` is called as top-level nodes are processed (about 100 times)."""
+    ``progress(done, total)`` is called as top-level nodes are processed (about 100 times).
+    ``bind`` (``--dim`` bindings): where its sizes cover every named dim of the graph inputs,
+    they are written into every spec after symbolic inference, and costs are computed on
+    numbers (bind.py); else the graph stays symbolic (a report keeps all its formulas or none)."""
     model, folder = load_model(path_or_model)
     where = str(path_or_model) if not isinstance(path_or_model, onnx.ModelProto) else (model.graph.name or "model")
     opsets = check_model(model, folder, where)
@@ -88,7 +93,8 @@ def capture_onnx(path_or_model, dims: dict[str, int] | None = None, aliases: dic
     )
     ir.default_bindings = default_bytes(ir)
     _fill_root_class(ir)
-    return ir
+    sizes = covering_sizes(model.graph, bind or {}, aliases)
+    return bind_sizes(ir, sizes) if sizes else ir
 
 
 class _LazyHints:
@@ -155,7 +161,7 @@ class _Builder:
 
     def dim(self, d: onnx.TensorShapeProto.Dimension):
         if d.HasField("dim_value"):
-            return sympy.Integer(d.dim_value)
+            return integer(d.dim_value)
         if d.HasField("dim_param") and _IDENT.match(d.dim_param):
             name = canonical_name(d.dim_param, self.aliases)
             if name == "kv_len":

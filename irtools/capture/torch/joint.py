@@ -7,8 +7,9 @@ so every op keeps its module stack and source line), then ``torch.autograd.grad(
 A pre-hook on every autograd node tags the ops it runs with that node's sequence number, which
 is the sequence number the forward op that made the node carries: each backward node gets the
 module scope and source line of the forward op it differentiates (``OpNode.grad_of``), so the
-line and module tables show the backward cost of each forward line. Gradient sums the autograd
-engine adds between nodes take the forward op of the backward node that reads them.
+line and module tables show the backward cost of each forward line. A gradient sum the autograd
+engine adds between nodes (for a tensor read by several ops) takes the first forward op that
+reads that tensor, so every block of a layer stack sums the gradient of its own input.
 
 Every node has ``phase`` "forward" or "backward"; the graph's outputs are the loss and one
 gradient per trainable parameter (``GraphMeta.training``: a :class:`~irtools.ir.training.JointInfo`).
@@ -19,6 +20,7 @@ while exporting, for ``passes.recompute``.
 from __future__ import annotations
 
 import contextlib
+import operator
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -184,12 +186,11 @@ def _annotate(joint_gm: torch.fx.GraphModule, forward: set[str], prefix: str) ->
             continue
         _take_meta(n, fwd)
         out[n.name] = ("backward", fwd.name)
-    for n in reversed(pending):  # an engine-added sum: the forward op of the backward node reading it
-        reader = next((u for u in n.users if out.get(u.name, ("", None))[1]), None)
-        if reader is None:  # a sum returned as a gradient (a tied weight): that of its first addend
-            reader = next((a for a in n.all_input_nodes if out.get(a.name, ("", None))[1]), None)
-        fwd_name = out[reader.name][1] if reader is not None else None
-        fwd = next((m for m in nodes if m.name == fwd_name), None) if fwd_name else None
+    by_name = {m.name: m for m in nodes}
+    position = {m.name: i for i, m in enumerate(nodes)}
+    for n in reversed(pending):  # an engine-added sum of the gradients of a tensor read by several ops
+        fwd = _summed_for(n, out, by_name, position, forward)
+        fwd_name = fwd.name if fwd is not None else None
         if fwd is not None:
             _take_meta(n, fwd)
         else:
@@ -197,6 +198,30 @@ def _annotate(joint_gm: torch.fx.GraphModule, forward: set[str], prefix: str) ->
             n.meta.pop("nn_module_stack", None)
         out[n.name] = ("backward", fwd_name)
     return out
+
+
+def _summed_for(n, out, by_name, position, forward) -> torch.fx.Node | None:
+    """The forward op a gradient sum belongs to: the first forward reader of the tensor whose
+    gradient it sums (that tensor's producer is the forward op of the backward node reading the
+    sum), so each block of a layer stack sums the gradient of its own input. A sum returned as a
+    gradient (a tied weight) takes the forward op of its first addend."""
+    reader = next((u for u in n.users if out.get(u.name, ("", None))[1]), None)
+    if reader is None:
+        addend = next((a for a in n.all_input_nodes if out.get(a.name, ("", None))[1]), None)
+        return by_name.get(out[addend.name][1]) if addend is not None else None
+    producer = by_name.get(out[reader.name][1])
+    if producer is None:
+        return None
+    readers, todo = [], list(producer.users)
+    while todo:
+        u = todo.pop()
+        if u.name not in forward:
+            continue
+        if u.target is operator.getitem:
+            todo.extend(u.users)
+        else:
+            readers.append(u)
+    return min(readers, key=lambda u: position[u.name]) if readers else producer
 
 
 def _take_meta(node: torch.fx.Node, fwd: torch.fx.Node) -> None:
@@ -214,15 +239,18 @@ def capture_joint(
     dims: Mapping[str, Mapping[int, str]] | None = None,
     name: str | None = None,
     model_attr: str = "",
+    loss: str = "",
 ) -> IRGraph:
     """Export ``module`` (its forward returns the loss, or outputs holding one scalar loss) and
     build the IR of its forward and backward. ``model_attr``: the attribute of a loss wrapper
-    holding the model; its path is stripped from module scopes and its class is the root."""
+    holding the model; its path is stripped from module scopes and its class is the root.
+    ``loss``: what the loss is, for the report."""
     kwargs = dict(kwargs or {})
     checkpointed: list[str] = []
     with checkpoint_probe(module, checkpointed):
         forward_ir = capture_module(module, args, kwargs, dims, name=name)
     ep = forward_ir.meta.exported_program
+    loss = getattr(module, "irtools_loss", "") or loss  # a loss wrapper says which loss it took
     try:
         joint_gm, params, forward, order = trace_joint(ep)
     except CaptureError:
@@ -238,11 +266,12 @@ def capture_joint(
     ir = _build(ep, joint_gm, phases, forward_ir, paths, root)
     ir.name = forward_ir.name
     outs = ir.meta.output_values or []
-    loss = outs[0] if outs else ""
+    loss_value = outs[0] if outs else ""
     grads = dict(zip(order, outs[1:]))
     all_params = {s.arg.name: s.target for s in ep.graph_signature.input_specs if s.kind == InputKind.PARAMETER}
     ir.meta.training = JointInfo(
-        loss=loss,
+        loss=loss_value,
+        description=loss,
         params={p: _strip(t, model_attr) for p, t in all_params.items() if p in ir.values},
         gradients=grads,
         frozen=[p for p in all_params if p in ir.values and p not in grads],
