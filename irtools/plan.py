@@ -176,7 +176,7 @@ def device_report(model, layout, values: dict) -> dict:
                        "memory": v["memory"], "compute_s": v["compute"], "tp_comm_s": v["tp_comm"],
                        "pp_comm_s": v["pp_comm"], "dp_comm_s": v["dp_comm"], "ep_comm_s": v["ep_comm"],
                        "per_micro_batch_s": v["per_micro_batch"]}
-    shown = {k: pretty(formulas["step"][k], factor=False) for k in ("bubble_fraction",)}
+    shown = {"bubble_fraction": pretty(formulas["step"]["bubble_fraction"])}
     shown["memory_first"] = {k: _short(formulas["first"]["memory"][k]) for k in formulas["first"]["memory"]}
     shown["compute_first_s"] = _short(formulas["first"]["compute"])
     shown["tp_comm_first_s"] = _short(formulas["first"]["tp_comm"])

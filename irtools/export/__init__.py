@@ -31,7 +31,9 @@ def write_atomic(path, data: str | bytes, *, force: bool = False) -> Path:
 
 
 def write_json(obj, path, *, force: bool = False, **opts) -> list[Path]:
-    return [write_atomic(path, json.dumps(as_report(obj), indent=2) + "\n", force=force)]
+    from irtools.export.escape import json_text  # NaN / Infinity never written: null, listed in "non_finite"
+
+    return [write_atomic(path, json_text(as_report(obj), indent=2) + "\n", force=force)]
 
 
 def _text(name: str):

@@ -27,6 +27,7 @@ from irtools.ir import IRGraph, TensorSpec
 from irtools.ir.symbols import sym
 from passes.annotate_costs import annotate_costs
 from passes.collectives import Collective
+from passes.parallel.parts import find_stack
 from passes.parallel.sp import SPPlan
 from passes.parallel.tp import TPPlan
 
@@ -138,8 +139,6 @@ def backward_collectives(ir: IRGraph, tp: TPPlan, sp: SPPlan | None = None, flav
     (``lm_head``: ``ColwiseParallel(input_layouts=Shard(1))``) reduce-scatters its gradient."""
     if flavor not in ("megatron", "dtensor"):
         raise ValueError(f"unknown flavor {flavor!r} (megatron or dtensor)")
-    from passes.parallel.parts import find_stack
-
     sp = sp or SPPlan()
     stack = find_stack(ir).stack
     out = []

@@ -64,7 +64,7 @@ def _pos(ops: Ops, x):
     return ops.max(x, 0)
 
 
-def _roles(v, lay, ops: Ops, stages):
+def _roles(lay, ops: Ops, stages):
     """(n layers, has pre, has post, activations in flight) per role."""
     pp, m = lay["pp"], lay["m"]
     single = ops.where(ops.gt(pp, 1), 0, 1)
@@ -85,7 +85,7 @@ def assemble(v: dict, lay: dict, scenario: str, ctime, peak: float, bandwidth: f
     pp = lay["pp"]
     if stages is None:
         stages = (layers / pp,) * 3
-    roles = _roles(v, lay, ops, stages)
+    roles = _roles(lay, ops, stages)
     send = ctime("send_recv", v["layer.boundary"], "pp", lay) * ops.where(ops.gt(pp, 1), 1, 0)
     if scenario == "train":
         return _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap)

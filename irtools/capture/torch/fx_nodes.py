@@ -55,12 +55,14 @@ def _raw(size) -> sympy.Expr:
 def is_contiguous(val: torch.Tensor) -> bool:
     """Row-major strides, decided on the symbolic expressions (no guards, unlike
     ``Tensor.is_contiguous`` on fake tensors, which is slow and may specialize)."""
-    expected = sympy.Integer(1)
+    expected = 1
     for size, stride in reversed(list(zip(val.shape, val.stride()))):
-        size = _raw(size)
+        size = size.node.expr if isinstance(size, torch.SymInt) else size  # plain ints stay ints
+        stride = stride.node.expr if isinstance(stride, torch.SymInt) else stride
         if size == 1:
             continue
-        if sympy.expand(_raw(stride) - expected) != 0:
+        if stride != expected and (type(stride) is int and type(expected) is int
+                                   or sympy.expand(stride - expected) != 0):
             return False
         expected = expected * size
     return True

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.fx.traceback as fx_traceback
 from torch.export.graph_signature import InputKind
-from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
+from torch.fx.experimental.proxy_tensor import get_proxy_mode, get_proxy_slot, make_fx
 from torch.utils import _pytree as pytree
 
 from irtools.capture.torch.export import _path_str, bind_inputs, capture_module, placeholder_roles
@@ -79,12 +79,19 @@ def checkpoint_probe(module: torch.nn.Module, found: list[str]):
         found[:] = [p for p in found if not any(p.startswith(q + ".") for q in found if q)]
 
 
-def _tag_backward(loss: torch.Tensor) -> None:
+def _tag_backward(loss: torch.Tensor, fed: dict[str, int]) -> None:
     """Pre/post hooks on every autograd node reachable from ``loss``: ops traced while a node
-    runs carry its sequence number (``seq_nr``) and ``autograd_backward``."""
+    runs carry its sequence number (``seq_nr``) and ``autograd_backward``; ``fed`` gets, for
+    each traced gradient a node receives, that node's sequence number (a sum the engine made
+    belongs to the node whose input buffer it filled)."""
+    tracer = get_proxy_mode().tracer
 
     def pre(seq):
-        def hook(_grad_outputs):
+        def hook(grad_outputs):
+            for g in grad_outputs:
+                slot = get_proxy_slot(g, tracer, None) if isinstance(g, torch.Tensor) else None
+                if slot is not None:
+                    fed.setdefault(slot.proxy.node.name, seq)
             fx_traceback.set_grad_fn_seq_nr(seq)
             fx_traceback._mark_autograd_backward()
 
@@ -113,10 +120,11 @@ def _loss_of(out) -> int:
     raise CaptureError("train: the module's forward returns no scalar loss (give it labels, or wrap it with a loss)")
 
 
-def trace_joint(ep) -> tuple[torch.fx.GraphModule, dict[str, str], set[str], list[str]]:
+def trace_joint(ep) -> tuple[torch.fx.GraphModule, dict[str, str], tuple[set[str], dict[str, int]], list[str]]:
     """The joint graph of ``ep`` (whose outputs hold a scalar loss): outputs (loss, *gradients).
-    Returns the graph module, trainable placeholder name -> its parameter's name, the names of
-    the forward nodes, and the placeholder names of the trainable parameters in output order."""
+    Returns the graph module, trainable placeholder name -> its parameter's name, (the names of
+    the forward nodes, node -> sequence number of the autograd node it was fed to), and the
+    placeholder names of the trainable parameters in output order."""
     from torch._guards import detect_fake_mode
 
     gm = ep.graph_module
@@ -133,6 +141,7 @@ def trace_joint(ep) -> tuple[torch.fx.GraphModule, dict[str, str], set[str], lis
         args = [v.detach().requires_grad_(i in trainable) if isinstance(v, torch.Tensor) and v.is_floating_point()
                 else v for i, v in enumerate(fake)]
     forward: set[str] = set()
+    fed: dict[str, int] = {}
     used: list[int] = []
 
     def joint(*flat):
@@ -141,7 +150,7 @@ def trace_joint(ep) -> tuple[torch.fx.GraphModule, dict[str, str], set[str], lis
         outs = list(out) if isinstance(out, list | tuple) else [out]
         loss = outs[_loss_of(outs)]
         forward.update(n.name for n in get_proxy_mode().tracer.graph.nodes)
-        _tag_backward(loss)
+        _tag_backward(loss, fed)
         with fx_traceback.preserve_node_meta():
             grads = torch.autograd.grad(loss, [flat[i] for i in trainable], allow_unused=True)
         used.extend(i for i, g in zip(trainable, grads) if g is not None)
@@ -149,7 +158,7 @@ def trace_joint(ep) -> tuple[torch.fx.GraphModule, dict[str, str], set[str], lis
 
     with fake_mode or contextlib.nullcontext():
         joint_gm = make_fx(joint)(*args)
-    return joint_gm, {placeholders[i].name: targets[placeholders[i].name] for i in used}, forward, \
+    return joint_gm, {placeholders[i].name: targets[placeholders[i].name] for i in used}, (forward, fed), \
         [placeholders[i].name for i in used]
 
 
@@ -159,9 +168,11 @@ def _strip(path: str, prefix: str) -> str:
     return "" if path == prefix else path[len(prefix) + 1:] if path.startswith(prefix + ".") else path
 
 
-def _annotate(joint_gm: torch.fx.GraphModule, forward: set[str], prefix: str) -> dict[str, tuple[str, str | None]]:
+def _annotate(joint_gm: torch.fx.GraphModule, traced: tuple[set[str], dict[str, int]], prefix: str
+              ) -> dict[str, tuple[str, str | None]]:
     """Node name -> (phase, forward node it differentiates); backward nodes take the module
     stack and stack trace of that forward node; ``prefix`` (a wrapper's attribute) is stripped."""
+    forward, fed = traced
     nodes = list(joint_gm.graph.nodes)
     creator: dict[int, torch.fx.Node] = {}
     out: dict[str, tuple[str, str | None]] = {}
@@ -189,7 +200,7 @@ def _annotate(joint_gm: torch.fx.GraphModule, forward: set[str], prefix: str) ->
     by_name = {m.name: m for m in nodes}
     position = {m.name: i for i, m in enumerate(nodes)}
     for n in reversed(pending):  # an engine-added sum of the gradients of a tensor read by several ops
-        fwd = _summed_for(n, out, by_name, position, forward)
+        fwd = _summed_for(n, creator.get(fed.get(n.name)), out, by_name, position, forward)
         fwd_name = fwd.name if fwd is not None else None
         if fwd is not None:
             _take_meta(n, fwd)
@@ -200,18 +211,14 @@ def _annotate(joint_gm: torch.fx.GraphModule, forward: set[str], prefix: str) ->
     return out
 
 
-def _summed_for(n, out, by_name, position, forward) -> torch.fx.Node | None:
+def _summed_for(n, producer, out, by_name, position, forward) -> torch.fx.Node | None:
     """The forward op a gradient sum belongs to: the first forward reader of the tensor whose
-    gradient it sums (that tensor's producer is the forward op of the backward node reading the
-    sum), so each block of a layer stack sums the gradient of its own input. A sum returned as a
-    gradient (a tied weight) takes the forward op of its first addend."""
-    reader = next((u for u in n.users if out.get(u.name, ("", None))[1]), None)
-    if reader is None:
+    gradient it sums (``producer``, made that tensor: the sum filled the input buffer of its
+    autograd node), so each block of a layer stack sums the gradient of its own input. A sum
+    returned as a gradient (a tied weight) takes the forward op of its first addend."""
+    if producer is None:
         addend = next((a for a in n.all_input_nodes if out.get(a.name, ("", None))[1]), None)
         return by_name.get(out[addend.name][1]) if addend is not None else None
-    producer = by_name.get(out[reader.name][1])
-    if producer is None:
-        return None
     readers, todo = [], list(producer.users)
     while todo:
         u = todo.pop()
