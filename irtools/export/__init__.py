@@ -10,7 +10,6 @@ never left half written.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
