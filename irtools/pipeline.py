@@ -2,14 +2,18 @@
 
 The order, each step a pass with one job (docs/architecture.md follows one node through it):
 
-    capture     irtools.capture.torch.export / irtools.capture.onnx.frontend -> a bare IR
-    costs       passes.annotate_costs      node kind, flops, bytes_read, bytes_written
+    capture     irtools.capture.torch.export (joint.py: train) / irtools.capture.onnx.frontend -> a bare IR
+    windows     passes.sliding_window      cache lengths of sliding-window layers capped
+    train prep  passes.training            recompute regions, optimizer-step nodes (train)
+    costs       passes.annotate_costs      node kind, flops, bytes_read, bytes_written (kv_cache model)
     generalize  passes.generalize          the same costs in config symbols (--symbolic-config)
     hierarchy   passes.hierarchy           the module tree with subtree sums
     lines       passes.lines               the per-line table of one module's forward
     compose     passes.compose             templates; num_layers × a collapsed block
-    fusion      passes.fusion              kernels (with a mode or a target)
+    fusion      passes.fusion, collapse    kernels (with a mode or a target), repeats of a collapsed stack
     roofline    passes.roofline            time per kernel, module, line and model (with a target)
+    memory      passes.memory, fit         peak memory from tensor lifetimes; the fit on a target
+    training    passes.training            phases, step time, tokens/s, MFU (train)
 
 The API (``irtools.analyze``), the CLI and every compiler adapter call :func:`run`,
 :func:`run_module` or :func:`run_ir`; nothing else runs passes in sequence.

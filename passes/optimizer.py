@@ -48,11 +48,12 @@ class OptimizerSpec:
         return sympy.Integer(MASTER_BYTES) if self.mixed else sym("w_bytes")
 
     def bytes_per_param(self) -> dict[str, sympy.Expr]:
-        """Bytes held per parameter element: weights, gradients, master weights, states."""
+        """Bytes held per parameter element: weights, gradients, master weights, states (the
+        4-byte step counters are per parameter tensor, not per element)."""
         w = sym("w_bytes")
         return {
             "weights": w,
-            "gradients": w,
+            "gradients": sym("a_bytes"),  # the precision the backward computes in
             "master_weights": sympy.Integer(MASTER_BYTES) if self.mixed else sympy.Integer(0),
             "optimizer_states": STATES[self.name] * self.state_bytes,
         }

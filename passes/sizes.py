@@ -17,7 +17,8 @@ Poly = dict  # monomial (sympy expression) -> coefficient
 def poly(expr) -> tuple:
     """An expression as ((monomial, coefficient), ...) over its expanded terms."""
     expr = sympy.expand(from_kv_len(sympy.sympify(expr)))
-    return tuple(expr.as_coefficients_dict().items())
+    # integer coefficients as Python ints: adding thousands of steps is then int arithmetic
+    return tuple((m, int(c) if c.is_Integer else c) for m, c in expr.as_coefficients_dict().items())
 
 
 def add_to(acc: Poly, terms, scale=1) -> None:

@@ -147,3 +147,54 @@ def test_step_time_tokens_and_mfu_on_a_target():
     report = r.to_dict()["training"]
     assert report["time"]["mfu"]["value"] == pytest.approx(r.value(tr.mfu))
     assert {n["phase"] for n in r.to_dict()["nodes"]} == {"forward", "backward", "optimizer"}
+
+
+def test_exports_show_phases(gpt2):
+    from irtools.export.html import render_html
+    from irtools.export.text import render_csv, render_markdown, render_table
+
+    report = gpt2.to_dict()
+    table = render_table(report)
+    assert "fwd FLOPs" in table and "bwd FLOPs" in table and "training:" in table and "saved activations" in table
+    md = render_markdown(report)
+    assert "## Training step" in md and "| fwd FLOPs | bwd FLOPs |" in md.replace(" optim FLOPs |", "")
+    csv = render_csv(report)
+    assert "\nphase,line:" in csv and "\nphase,module:transformer.h.0,backward" in csv
+    html = render_html(report)
+    assert 'id="training"' in html and "FLOPs per phase" in html and "Lines by phase" in html
+
+
+@pytest.mark.slow
+def test_cli_train_collapsed_equals_full_trace(tmp_path):
+    """``irtools analyze --scenario train`` on a 5-layer config traces three blocks and counts
+    five: FLOPs, bytes, time and memory parts equal a full trace's (the peak within 1 %); the
+    sweep gets step time, tokens/s and MFU columns."""
+    import json
+
+    from irtools.cli import main
+    from irtools.pipeline import Options, run
+
+    cfg = tmp_path / "tiny-llama.json"
+    cfg.write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 5, "hidden_size": 32, "num_attention_heads": 4,
+                               "num_key_value_heads": 2, "intermediate_size": 48, "vocab_size": 101}))
+    out = tmp_path / "r.json"
+    args = [str(cfg), "--scenario", "train", "--target", "h100-sxm", "--mode", "fused", "--dim", "batch_size=4",
+            "--dim", "seq_len=64"]
+    assert main(["analyze", *args, "--format", "json", "-o", str(out)]) == 0
+    collapsed = json.loads(out.read_text())
+    assert collapsed["collapsed"]["num_layers"] == 5
+    full = run(Options(model=str(cfg), scenario="train", collapse_layers=False, target="h100-sxm", mode="fused",
+                       bindings={"batch_size": 4, "seq_len": 64})).to_dict()
+    a, b = collapsed["training"], full["training"]
+    for key in ("model", "step"):
+        assert a["flops"][key]["value"] == b["flops"][key]["value"]
+    for phase in ("forward", "backward", "optimizer"):
+        assert a["time"][phase]["value"] == pytest.approx(b["time"][phase]["value"])
+    for cat in ("parameters", "gradients", "optimizer_states", "saved_activations"):
+        assert a["memory"]["totals"][cat]["value"] == b["memory"]["totals"][cat]["value"]
+    assert a["memory"]["peak"]["value"] == pytest.approx(b["memory"]["peak"]["value"], rel=0.01)
+    sweep = tmp_path / "s.csv"
+    assert main(["sweep", *args, "--grid", "batch_size=2,4", "--targets", "h100-sxm", "-o", str(sweep)]) == 0
+    rows = sweep.read_text().splitlines()
+    assert rows[0].startswith("batch_size,time_s[h100-sxm],tokens_per_s[h100-sxm],mfu[h100-sxm],peak_bytes")
+    assert float(rows[2].split(",")[1]) == pytest.approx(a["time"]["step"]["value"], rel=1e-6)

@@ -53,7 +53,7 @@ def hf_recipe(name: str, checkpointing: bool = False):
     return train_recipe(base)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def captured(name: str, checkpointing: bool = False):
     """(recipe, bare joint IR) of a tiny model, captured once."""
     from irtools.pipeline import capture_recipe

@@ -149,7 +149,7 @@ class _Builder:
         self.infos: dict[str, TInfo] = {}
         self.roles: dict[str, str] = {}
         self.alias_root: dict[str, str | None] = {}
-        self.strides: dict[str, tuple] = {}
+        self.strides: dict[str, tuple | None] = {}  # None: row-major for its shape (computed when a view needs it)
         self.specs: dict[str, tuple[int, TensorSpec]] = {}
         self.flags: dict[str, list[str]] = {}
         self.current = ""
@@ -196,7 +196,7 @@ class _Builder:
         self.infos[name] = info
         self.roles[name] = role
         self.alias_root[name] = alias_of
-        self.strides[name] = strides if strides is not None else layout.contiguous_strides(info.shape)
+        self.strides[name] = strides
         self.specs.pop(name, None)
 
     def spec_of(self, name: str) -> TensorSpec | None:
@@ -209,8 +209,9 @@ class _Builder:
             return None
         apply = self.env.apply
         shape = tuple(apply(d) for d in info.shape)
-        strides = tuple(apply(s) for s in self.strides[name])
-        spec = TensorSpec(shape, info.dtype, self.roles[name], self.alias_root[name], layout.is_contiguous(shape, strides))
+        strides = self.strides[name]
+        contiguous = strides is None or layout.is_contiguous(shape, tuple(apply(s) for s in strides))
+        spec = TensorSpec(shape, info.dtype, self.roles[name], self.alias_root[name], contiguous)
         self.specs[name] = (self.env.version, spec)
         return spec
 

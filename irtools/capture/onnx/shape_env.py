@@ -70,7 +70,8 @@ class ShapeEnv:
         file's own tensor contents (numbers, read lazily) are never read for it."""
         if not self.replacements or isinstance(info, LazyTInfo):
             return info
-        shape = tuple(self.apply(d) for d in info.shape)
+        apply, integer = self.apply, sympy.Integer
+        shape = tuple(d if isinstance(d, integer) else apply(d) for d in info.shape)  # numbers never change
         value = info.value
         if value is not None:
             flat = value.ravel()

@@ -112,6 +112,32 @@ def _tag_backward(loss: torch.Tensor, fed: dict[str, int]) -> None:
         todo.extend(fn for fn, _ in node.next_functions)
 
 
+class _FusedAttention(torch.fx.Interpreter):
+    """Runs the exported forward; on the meta device (a model built without weights),
+    ``scaled_dot_product_attention`` stays one fused attention kernel, as a GPU runs it
+    (FlashAttention: output and log-sum-exp saved, the scores recomputed in the backward),
+    where the meta dispatch would pick the math form and save seq x seq probabilities.
+    Grouped K/V heads are repeated first (repeat_kv's copy, which flash mode does not hold)."""
+
+    def call_function(self, target, args, kwargs):
+        if target is torch.ops.aten.scaled_dot_product_attention.default and args[0].device.type == "meta":
+            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+            bound = {**dict(zip(names, args)), **kwargs}
+            q, k, v = bound["query"], bound["key"], bound["value"]
+            if k.shape[-3] != q.shape[-3]:
+                k, v = (_repeat_heads(t, q.shape[-3] // t.shape[-3]) for t in (k, v))
+            out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default(
+                q, k, v, bound.get("dropout_p", 0.0), bound.get("is_causal", False),
+                attn_mask=bound.get("attn_mask"), scale=bound.get("scale"))
+            return out[0]
+        return super().call_function(target, args, kwargs)
+
+
+def _repeat_heads(t: torch.Tensor, groups: int) -> torch.Tensor:
+    b, h, s, d = t.shape
+    return t[:, :, None].expand(b, h, groups, s, d).reshape(b, h * groups, s, d)
+
+
 def _loss_of(out) -> int:
     """Index of the loss among the program's flat outputs: the first 0-dim floating tensor."""
     for i, t in enumerate(out):
@@ -146,7 +172,7 @@ def trace_joint(ep) -> tuple[torch.fx.GraphModule, dict[str, str], tuple[set[str
 
     def joint(*flat):
         with fx_traceback.preserve_node_meta():
-            out = torch.fx.Interpreter(gm).run(*flat)
+            out = _FusedAttention(gm).run(*flat)
         outs = list(out) if isinstance(out, list | tuple) else [out]
         loss = outs[_loss_of(outs)]
         forward.update(n.name for n in get_proxy_mode().tracer.graph.nodes)
@@ -226,7 +252,7 @@ def _summed_for(n, producer, out, by_name, position, forward) -> torch.fx.Node |
             continue
         if u.target is operator.getitem:
             todo.extend(u.users)
-        else:
+        elif "_assert" not in str(u.target) and "sym_size" not in str(u.target):  # checks are not readers
             readers.append(u)
     return min(readers, key=lambda u: position[u.name]) if readers else producer
 
