@@ -7,6 +7,7 @@ import functools
 from typing import Any
 
 from irtools.ir import is_layer_stack
+from irtools.ir.numeric import term_text
 from irtools.ir.symbols import pretty
 
 SCHEMA = "irtools.report/1"
@@ -20,8 +21,10 @@ KV_CACHE_TEXT = {
 
 @functools.lru_cache(maxsize=65536)
 def text(expr) -> str:
-    """``str(expr)``, memoized: a report prints the same few expressions thousands of times."""
-    return str(expr)
+    """``str(expr)``, memoized: a report prints the same few expressions thousands of times
+    (numbers and ``k*symbol`` terms written without sympy's printer, to the same text)."""
+    fast = term_text(expr)
+    return fast if fast is not None else str(expr)
 
 
 def cost(result, expr) -> dict[str, Any]:

@@ -209,3 +209,26 @@ def test_total_and_expand_equal_sympy(terms):
 @given(shape=st.lists(st.integers(0, 10**6) | st.sampled_from([_B, _S, 2 * _S]), max_size=5))
 def test_numel_equals_sympy_mul(shape):
     assert sympy.srepr(numeric.numel(tuple(shape))) == sympy.srepr(sympy.Mul(*shape) if shape else sympy.Integer(1))
+
+
+_NAMES = ("a_bytes", "w_bytes", "batch_size", "seq_len", "x2", "x10", "unk_3", "Z_1")
+
+
+@settings(max_examples=400, deadline=None)
+@given(const=st.integers(-10**20, 10**20) | st.sampled_from([0, 1, -1]),
+       terms=st.lists(st.tuples(st.integers(-10**13, 10**13), st.sampled_from(_NAMES)), max_size=5),
+       values=st.lists(st.integers(1, 10**6), min_size=len(_NAMES), max_size=len(_NAMES)))
+def test_linear_text_and_value_equal_sympy(const, terms, values):
+    """Reports print and evaluate ``k*a_bytes + m*w_bytes + n`` without sympy: same text, same number."""
+    from irtools.ir.symbols import evaluate
+
+    expr = sympy.Add(const, *(k * sym(n) for k, n in terms))
+    assert numeric.term_text(expr) == str(expr)
+    bindings = dict(zip(_NAMES, values, strict=True))
+    fast = numeric.linear_value(expr, bindings)
+    with pytest.MonkeyPatch.context() as m:
+        import irtools.ir.symbols as symbols
+
+        m.setattr(symbols, "linear_value", lambda e, b: None)
+        slow = evaluate(expr, bindings)
+    assert fast == slow and type(fast) is type(slow)

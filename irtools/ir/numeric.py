@@ -108,6 +108,63 @@ def expand(expr) -> sympy.Expr:
     return sympy.expand(expr)
 
 
+def linear_terms(expr) -> tuple[int, tuple] | None:
+    """``(constant, ((symbol, coefficient), ...))`` of an integer linear form (``802816*a_bytes
+    + 3*w_bytes + 9``), or None for anything else."""
+    v = as_int(expr)
+    if v is not None:
+        return v, ()
+    if not isinstance(expr, sympy.Basic):
+        return None
+    const, out = 0, []
+    for t in expr.args if expr.is_Add else (expr,):
+        v = as_int(t)
+        if v is not None:
+            const += v
+        elif t.is_Symbol:
+            out.append((t, 1))
+        elif t.is_Mul and len(t.args) == 2 and isinstance(t.args[0], _Integer) and t.args[1].is_Symbol:
+            out.append((t.args[1], int(t.args[0])))
+        else:
+            return None
+    return const, tuple(out)
+
+
+def linear_value(expr, bindings) -> int | None:
+    """The exact value of an integer linear form when ``bindings`` gives each of its symbols a
+    Python int (what sympy would compute, without sympy); None otherwise."""
+    lin = linear_terms(expr)
+    if lin is None:
+        return None
+    const, terms = lin
+    for s, k in terms:
+        v = bindings.get(s.name)
+        if type(v) is not int:
+            return None
+        const += k * v
+    return const
+
+
+def term_text(expr) -> str | None:
+    """``str(expr)`` for an integer linear form (``802816*a_bytes + 3*w_bytes + 9``) written
+    without sympy's printer, to the same text: terms by symbol name, the number last; None
+    for anything else."""
+    lin = linear_terms(expr)
+    if lin is None:
+        return None
+    const, terms = lin
+    parts = [(k, s.name) for s, k in sorted(terms, key=lambda t: t[0].name) if k] + ([(const, "")] if const else [])
+    if not parts:
+        return "0"
+    if len(parts) == 2 and const > 0 and parts[0][0] < 0:  # sympy writes ``1 - x``, not ``-x + 1``
+        parts.reverse()
+    out = []
+    for i, (k, name) in enumerate(parts):
+        body = name if abs(k) == 1 and name else (f"{abs(k)}*{name}" if name else str(abs(k)))
+        out.append(("-" if k < 0 else "") + body if i == 0 else (" - " if k < 0 else " + ") + body)
+    return "".join(out)
+
+
 def int_shape(shape) -> tuple[int, ...] | None:
     """The shape as Python ints when every dim is a number, else None."""
     out = []
@@ -127,4 +184,5 @@ def numel(shape) -> sympy.Expr:
     return sympy.Mul(*shape) if shape else _Integer(1)
 
 
-__all__ = ["as_int", "expand", "int_shape", "is_expanded", "numel", "product", "total"]
+__all__ = ["as_int", "expand", "int_shape", "is_expanded", "linear_terms", "linear_value", "numel", "product", "term_text",
+           "total"]

@@ -14,6 +14,7 @@ from functools import cache, lru_cache
 import sympy
 
 from irtools.ir.formula import parse_formula
+from irtools.ir.numeric import linear_value
 
 BYTE_SYMBOLS = ("w_bytes", "a_bytes", "kv_bytes")
 
@@ -107,6 +108,9 @@ def evaluate(expr, bindings: Mapping[str, float]) -> float | None:
     expr = as_expr(expr)
     if expr.is_Number:
         return _finite(expr)
+    fast = linear_value(expr, bindings)  # k*a_bytes + ... at int bindings: exact, without sympy
+    if fast is not None and KV_LEN not in expr.free_symbols:
+        return fast
     if KV_LEN in expr.free_symbols:
         expr = from_kv_len(expr)
     names = {s.name: s for s in expr.free_symbols}
