@@ -45,9 +45,9 @@ def total(terms) -> sympy.Expr:
     coefficient and monomial (``802816*a_bytes`` -> 802816, ``a_bytes``) and the coefficients of
     equal monomials added, so that sympy builds one sum of distinct monomials (a model's total
     over ten thousand nodes has a dozen). Sums among the terms are opened first."""
+    terms = list(terms)
     n, per_term, rest = 0, {}, []
-    stack = list(terms)
-    stack.reverse()
+    stack = terms[::-1]
     while stack:
         t = stack.pop()
         v = as_int(t)
@@ -61,9 +61,8 @@ def total(terms) -> sympy.Expr:
             stack.extend(reversed(t.args))
             continue
         k, m = t.as_coeff_Mul()
-        if m.is_Number:  # a non-integer number
-            rest.append(t)
-            continue
+        if m.is_Number:  # a non-integer number: sympy's own rounding order decides the sum
+            return sympy.Add(*terms)
         k = int(k) if isinstance(k, _Integer) else k
         key = m.args if m.is_Mul else m  # factors are cached symbols: tuples compare by identity
         slot = per_term.get(key)
