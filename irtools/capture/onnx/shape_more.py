@@ -11,7 +11,7 @@ from __future__ import annotations
 import sympy
 
 from irtools.capture.onnx.shape_env import ONE, Ctx, RuleTable, exprs, ints, with_value
-from irtools.capture.onnx.shape_rules import window_out
+from irtools.capture.onnx.shape_rules import conv_spatial
 from irtools.capture.onnx.tensors import TInfo, dtype_name, integer
 
 RULES = RuleTable()
@@ -202,18 +202,6 @@ def _col2im(c: Ctx):
     spatial = tuple(image) if image is not None else c.fresh_shape(n_sp)
     channels = c.x.shape[1] / sympy.Mul(*block) if block is not None else c.env.fresh()
     return [TInfo((c.x.shape[0], channels) + spatial, c.x.dtype)]
-
-
-def conv_spatial(c: Ctx, kernel) -> tuple:
-    """Output spatial sizes of a convolution window over ``c.x`` (attrs strides/pads/dilations)."""
-    nsp = len(kernel)
-    strides = c.attr("strides") or [1] * nsp
-    dils = c.attr("dilations") or [1] * nsp
-    pads = c.attr("pads") or [0] * (2 * nsp)
-    auto_pad = c.attr("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    return tuple(window_out(c.x.shape[2 + i], kernel[i], strides[i], dils[i], pads[i] + pads[i + nsp], False, auto_pad)
-                 for i in range(nsp))
 
 
 @rule("DeformConv")

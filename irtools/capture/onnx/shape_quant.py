@@ -11,8 +11,8 @@ from __future__ import annotations
 import sympy
 
 from irtools.capture.onnx.shape_env import ONE, Ctx, RuleTable, exprs
-from irtools.capture.onnx.shape_more import conv_spatial, dtype_attr
-from irtools.capture.onnx.shape_rules import matmul_shape
+from irtools.capture.onnx.shape_more import dtype_attr
+from irtools.capture.onnx.shape_rules import conv_spatial, matmul_shape
 from irtools.capture.onnx.tensors import TInfo, integer
 
 RULES = RuleTable()

@@ -150,19 +150,20 @@ def window_out(size, k, stride, dil, pad_total, ceil_mode=False, auto_pad="NOTSE
     return (sympy.ceiling(span / stride) if ceil_mode else sympy.floor(span / stride)) + 1
 
 
-def _window(c: Ctx, kernel, channels):
-    x = c.x
+def conv_spatial(c: Ctx, kernel, ceil_mode=False) -> tuple:
+    """Output spatial sizes of a convolution or pool window over ``c.x`` (attrs strides/pads/dilations/auto_pad)."""
     nsp = len(kernel)
     strides = c.attr("strides") or [1] * nsp
     dils = c.attr("dilations") or [1] * nsp
     pads = c.attr("pads") or [0] * (2 * nsp)
     auto_pad = c.attr("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    spatial = tuple(
-        window_out(x.shape[2 + i], kernel[i], strides[i], dils[i], pads[i] + pads[i + nsp], c.attr("ceil_mode", 0), auto_pad)
-        for i in range(nsp)
-    )
-    return (x.shape[0], channels) + spatial
+    return tuple(window_out(c.x.shape[2 + i], kernel[i], strides[i], dils[i], pads[i] + pads[i + nsp], ceil_mode, auto_pad)
+                 for i in range(nsp))
+
+
+def _window(c: Ctx, kernel, channels):
+    return (c.x.shape[0], channels) + conv_spatial(c, kernel, c.attr("ceil_mode", 0))
 
 
 @rule("Conv", "ConvInteger", "com.microsoft.FusedConv", "com.microsoft.NhwcConv")
