@@ -15,15 +15,14 @@ from __future__ import annotations
 import sympy
 
 from passes.costs.aten_pool import INTERPOLATION_FLOPS, adaptive_window_sum, spatial_dims, window
-from passes.costs.registry import ZERO, Cost, OpCall, RuleSet, copy, read_all, write_all
+from passes.costs.registry import ZERO, Cost, OpCall, RuleSet, aten_ops, copy, read_all, write_all
 
 RULES = RuleSet()
 cost_rule = RULES.rule
 register_handle = RULES.handle
 
 
-def _ops(*names: str) -> tuple[str, ...]:
-    return tuple("aten." + n for n in names)
+_ops = aten_ops
 
 
 def _per_grad(flops: int):

@@ -18,6 +18,7 @@ from passes.costs.registry import (
     Cost,
     OpCall,
     RuleSet,
+    aten_ops,
     elementwise,
     per_input_element,
     read_all,
@@ -29,8 +30,7 @@ cost_rule = RULES.rule
 register_handle = RULES.handle
 
 
-def _ops(*names: str) -> tuple[str, ...]:
-    return tuple("aten." + n for n in names)
+_ops = aten_ops
 
 
 # ---- elementwise ----------------------------------------------------------------------

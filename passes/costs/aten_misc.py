@@ -16,6 +16,7 @@ from passes.costs.registry import (
     OpCall,
     RuleSet,
     alias,
+    aten_ops,
     copy,
     free,
     per_input_element,
@@ -29,8 +30,7 @@ cost_rule = RULES.rule
 register_handle = RULES.handle
 
 
-def _ops(*names: str) -> tuple[str, ...]:
-    return tuple("aten." + n for n in names)
+_ops = aten_ops
 
 
 # shape queries and storage resizes move no data

@@ -14,15 +14,14 @@ import re
 
 import sympy
 
-from passes.costs.registry import Cost, OpCall, RuleSet, copy, read_all, write_all
+from passes.costs.registry import Cost, OpCall, RuleSet, aten_ops, copy, read_all, write_all
 
 RULES = RuleSet()
 cost_rule = RULES.rule
 register_handle = RULES.handle
 
 
-def _ops(*names: str) -> tuple[str, ...]:
-    return tuple("aten." + n for n in names)
+_ops = aten_ops
 
 
 def spatial_dims(op: str) -> int:

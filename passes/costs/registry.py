@@ -124,6 +124,11 @@ class RuleSet:
 # ---- handle factories: shared shapes of rules -------------------------------------------
 
 
+def aten_ops(*names: str) -> tuple[str, ...]:
+    """``("mm", "bmm")`` -> ``("aten.mm", "aten.bmm")``: the op names ATen rules register."""
+    return tuple("aten." + n for n in names)
+
+
 def read_all(call: OpCall) -> sympy.Expr:
     return total(t.nbytes for t in call.tensors_in)  # ints added as ints (irtools.ir.numeric)
 

@@ -17,6 +17,7 @@ from passes.costs.registry import (
     OpCall,
     RuleSet,
     alias,
+    aten_ops,
     copy,
     elementwise,
     free,
@@ -44,15 +45,13 @@ ELEMENTWISE_FLOPS = {
     "sqrt": 1,
 }
 
-ATEN = "aten."
 
 RULES = RuleSet()
 cost_rule = RULES.rule
 register_handle = RULES.handle
 
 
-def _ops(*names: str) -> tuple[str, ...]:
-    return tuple(ATEN + n for n in names)
+_ops = aten_ops
 
 
 # ---- free / alias / copy / factory -----------------------------------------------------
