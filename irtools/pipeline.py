@@ -27,6 +27,7 @@ from typing import Any
 
 import networkx as nx
 
+from irtools.gcpause import gc_paused
 from irtools.ir import ALL_COSTS, COSTS, CollapseInfo, IRGraph
 from irtools.ir.errors import UsageError
 from irtools.result import AnalysisResult, ModuleCost, resolve_bindings, totals
@@ -78,8 +79,9 @@ def run(options: Options) -> AnalysisResult:
     if model.endswith(".onnx"):  # the ONNX path never imports torch (recipes do): docs/architecture.md
         from irtools.capture.onnx.frontend import capture_onnx
 
-        ir = capture_onnx(model, progress=options.progress, bind=options.bindings)  # all dims bound: concrete path
-        return run_ir(ir, options, scenario=None)
+        with gc_paused():
+            ir = capture_onnx(model, progress=options.progress, bind=options.bindings)  # all dims bound: concrete path
+            return run_ir(ir, options, scenario=None)
     from irtools.recipes.presets import DEFAULT_PRESET, recipe_for
 
     model = model or DEFAULT_PRESET

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from irtools.gcpause import gc_paused
 from irtools.ir import is_layer_stack
 from irtools.ir.numeric import term_text
 from irtools.ir.symbols import pretty
@@ -254,6 +255,7 @@ def memory_report(result) -> dict[str, Any] | None:
     return out
 
 
+@gc_paused()
 def build_report(result, edges: bool = False) -> dict[str, Any]:
     """The report dict of ``result``; ``edges`` adds ``[[producer, consumer], ...]``."""
     ir = result.ir

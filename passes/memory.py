@@ -133,6 +133,8 @@ class MemoryResult:
         known = monomial_values(self._monomials, bindings)
         if known is None:
             return None
+        if all(m == 1 for m in known):  # every size a number
+            return [{c: float(p[c].get(1, 0)) if c in p else 0.0 for c in CATEGORIES} for p in self.step_bytes]
         return [{c: poly_value(p.get(c, {}), known) for c in CATEGORIES} for p in self.step_bytes]
 
     def peak_step(self, bindings: dict[str, float]) -> int | None:
@@ -353,30 +355,41 @@ def _collapsed_copies(ir: IRGraph, storages: list[Storage], steps: list[MemorySt
 
 
 def _sweep(storages: list[Storage], n_steps: int) -> list[dict[str, Poly]]:
-    starts: dict[int, list[Storage]] = {}
-    ends: dict[int, list[Storage]] = {}
+    """Bytes per category at every step. A held category's polynomial is shared by the steps
+    it does not change at (the result is read-only)."""
+    starts: dict[int, list[tuple[Storage, tuple]]] = {}
+    ends: dict[int, list[tuple[Storage, tuple]]] = {}
     held: dict[str, Poly] = {c: {} for c in HELD}
     transient: Poly = {}
     for s in storages:
+        entry = (s, poly(s.nbytes))
         if s.start < 0:
-            add_to(held[s.category], poly(s.nbytes))
+            add_to(held[s.category], entry[1])
         else:
-            starts.setdefault(s.start, []).append(s)
-        ends.setdefault(s.end, []).append(s)
+            starts.setdefault(s.start, []).append(entry)
+        ends.setdefault(s.end, []).append(entry)
     out = []
     for i in range(n_steps):
-        for s in starts.get(i, ()):
-            add_to(transient if s.category == "transient" else held[s.category], poly(s.nbytes))
-        temps: Poly = {}
-        for s in {id(s): s for s in starts.get(i, []) + ends.get(i, [])}.values():
+        begin, end = starts.get(i, ()), ends.get(i, ())
+        for s, p in begin:
             if s.category == "transient":
-                add_to(temps, poly(s.nbytes))
+                add_to(transient, p)
+            else:
+                held[s.category] = dict(held[s.category])  # copy on write: earlier steps keep theirs
+                add_to(held[s.category], p)
+        temps: Poly = {}
+        for s, p in begin:
+            if s.category == "transient":
+                add_to(temps, p)
+        for s, p in end:
+            if s.category == "transient" and s.start != i:
+                add_to(temps, p)
         acts = dict(transient)
         add_to(acts, temps, -1)
-        out.append({**{c: dict(held[c]) for c in HELD}, "activations": acts, "temporaries": temps})
-        for s in ends.get(i, ()):
+        out.append({**held, "activations": acts, "temporaries": temps})
+        for s, p in end:
             if s.category == "transient":
-                add_to(transient, poly(s.nbytes), -1)
+                add_to(transient, p, -1)
     return out
 
 
@@ -390,6 +403,9 @@ def _total(p: dict[str, Poly]) -> Poly:
 def _candidates(step_bytes: list[dict[str, Poly]], monomials) -> list[int]:
     """Steps whose totals no other step dominates (one per distinct total)."""
     totals = [_total(p) for p in step_bytes]
+    if all(m == 1 for t in totals for m in t):  # every size a number: the first largest step
+        values = [t.get(1, 0) for t in totals]
+        return [values.index(max(values))] if values else []
     probe = monomial_values(monomials, {s.name: 2 for m in monomials for s in getattr(m, "free_symbols", ())})
     distinct: dict[frozenset, int] = {}
     for i, t in enumerate(totals):
