@@ -27,9 +27,9 @@ from typing import Any
 
 import networkx as nx
 
-from irtools.gcpause import gc_paused
 from irtools.ir import ALL_COSTS, COSTS, CollapseInfo, IRGraph
 from irtools.ir.errors import UsageError
+from irtools.ir.gcpause import gc_paused
 from irtools.result import AnalysisResult, ModuleCost, resolve_bindings, totals
 from passes.annotate_costs import annotate_costs, coverage
 from passes.hierarchy import build_hierarchy, layer_stacks
@@ -79,9 +79,8 @@ def run(options: Options) -> AnalysisResult:
     if model.endswith(".onnx"):  # the ONNX path never imports torch (recipes do): docs/architecture.md
         from irtools.capture.onnx.frontend import capture_onnx
 
-        with gc_paused():
-            ir = capture_onnx(model, progress=options.progress, bind=options.bindings)  # all dims bound: concrete path
-            return run_ir(ir, options, scenario=None)
+        ir = capture_onnx(model, progress=options.progress, bind=options.bindings)  # all dims bound: concrete path
+        return run_ir(ir, options, scenario=None)
     from irtools.recipes.presets import DEFAULT_PRESET, recipe_for
 
     model = model or DEFAULT_PRESET
@@ -127,6 +126,7 @@ def run_module(module, args=(), kwargs=None, dims=None, options: Options | None 
     return run_ir(ir, options, generalize=generalize)
 
 
+@gc_paused()  # the passes make many long-lived objects and no cycles (irtools/ir/gcpause.py)
 def run_ir(ir: IRGraph, options: Options | None = None, *, scenario: Any = "options", generalize=None) -> AnalysisResult:
     """Run every pass over a captured IR (in place) and collect the result.
 

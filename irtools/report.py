@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from irtools.gcpause import gc_paused
 from irtools.ir import is_layer_stack
+from irtools.ir.gcpause import gc_paused
 from irtools.ir.numeric import term_text
 from irtools.ir.symbols import pretty
 

@@ -29,6 +29,7 @@ from irtools.capture.onnx.load import KNOWN_DOMAINS, check_model, inline_functio
 from irtools.capture.onnx.shape_env import ShapeEnv
 from irtools.capture.onnx.tensors import TInfo, dtype_name, integer, tensor_info
 from irtools.ir import CaptureError, IRGraph, Scope, SourceLoc, TensorSpec, default_bytes, op_class
+from irtools.ir.gcpause import gc_paused
 from irtools.ir.symbols import canonical_name, sym
 
 __all__ = ["CaptureError", "capture_onnx"]
@@ -49,6 +50,7 @@ class Subgraphs(dict):
         return f"<subgraphs {id(self):x}>"
 
 
+@gc_paused()  # a large graph makes many long-lived objects and no cycles (irtools/ir/gcpause.py)
 def capture_onnx(path_or_model, dims: dict[str, int] | None = None, aliases: dict[str, str] | None = None,
                  name: str | None = None, progress: Callable[[int, int], None] | None = None,
                  bind: dict[str, float] | None = None) -> IRGraph:
