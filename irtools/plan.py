@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import sympy
 
 from irtools.ir.errors import UsageError
 from irtools.ir.symbols import pretty
@@ -25,7 +26,7 @@ DEFAULTS = {"train": {"batch": 512, "seq_len": 2048}, "prefill": {"batch": 1, "s
             "decode": {"batch": 1, "seq_len": 1, "context": 2048}}
 ASSUMPTIONS = (
     "precision: bf16 weights and activations (a_bytes = w_bytes = 2); training keeps fp32 master weights and "
-    "Adam moments (2 + 2 + 12 bytes per parameter, ZeRO paper)",
+    "AdamW moments (2 + 2 + 12 bytes per parameter, ZeRO paper)",
     "training: backward = 2 x forward compute per kernel; the forward is the captured graph with logits at every "
     "position; Megatron's vocab-parallel cross entropy (3 all-reduces of one fp32 value per token)",
     "1F1B pipeline schedule, stages balanced on per-layer time; bubble (pp-1)/(m+pp-1)",
@@ -54,6 +55,7 @@ class PlanOptions:
     top: int = 10
     reserve: float = 0.10
     flavor: str = "megatron"
+    joint: bool = True  # train: memory from the sharded joint graph (passes.parallel.joint_memory)
 
 
 def _capture(options: PlanOptions, scenario: str, seq_len: int | None, context: int | None):
@@ -80,8 +82,25 @@ def device_model_for(options: PlanOptions, scenario: str | None = None, seq_len=
     d = DEFAULTS[scenario]
     ir, flops, bindings = _capture(options, scenario, seq_len or options.seq_len or d["seq_len"],
                                    context or options.context or d.get("context"))
+    joint = _capture_joint(options, bindings) if scenario == "train" and options.joint else None
     return device_model(ir, scenario, options.target, full_flops=flops, bindings=bindings, mode=options.mode,
-                        flavor=options.flavor, overlap=options.overlap)
+                        flavor=options.flavor, overlap=options.overlap, joint=joint)
+
+
+def _capture_joint(options: PlanOptions, bindings: dict):
+    """The joint forward+backward+optimizer graph (``--scenario train``'s capture), whose sharded
+    copy gives the per-device training memory; None when the model has no such capture (the
+    forward's saved-tensor estimate is used then)."""
+    from irtools import pipeline
+    from irtools.ir.errors import IrtoolsError
+
+    fixed = {k: v for k, v in bindings.items() if k in ("seq_len", "w_bytes", "a_bytes", "kv_bytes")}
+    fixed.setdefault("w_bytes", 2)
+    fixed.setdefault("a_bytes", 2)
+    try:
+        return pipeline.run(pipeline.Options(model=options.model, scenario="train", bindings=fixed)).ir
+    except (IrtoolsError, NotImplementedError, RuntimeError):
+        return None
 
 
 def run_plan(options: PlanOptions) -> dict:
@@ -134,7 +153,7 @@ def _report(result, options: PlanOptions, batch: int) -> dict:
         "evaluated": len(ev), "fit": len(result.ranked), "top": top,
         "dropped": {"memory": len(memory), "ranked_lower": len(result.ranked) - min(len(result.ranked), 1),
                     "shapes": dict(result.skipped)},
-        "dropped_examples": _examples(result), "assumptions": list(ASSUMPTIONS),
+        "dropped_examples": _examples(result), "assumptions": list(ASSUMPTIONS) + _memory_source(model),
         "tensor_parallel": {"columns": len(model.tp.columns), "rows": len(model.tp.rows),
                             "vocab_embedding": model.tp.vocab_embedding, "left_whole": dict(model.tp.failed),
                             "replicated": sorted(Counter(model.ir.node(n).module or "" for n in model.tp.replicated(model.ir)))[:40]},
@@ -143,6 +162,17 @@ def _report(result, options: PlanOptions, batch: int) -> dict:
         best = ev.layouts[result.ranked[0]]
         report["best"] = device_report(model, best, ev[result.ranked[0]])
     return report
+
+
+def _memory_source(model) -> list[str]:
+    if model.scenario != "train":
+        return []
+    if model.joint is not None:
+        return ["training memory: one rank's copy of the joint forward + backward + AdamW graph (tensor-parallel "
+                "splits carried into backward and optimizer), its peak from tensor lifetimes; exact at pp = 1 without "
+                "recompute, its activations scaled by the forward's saved-tensor estimate for pp > 1 and recompute"]
+    return ["training memory: estimated from the forward graph (saved tensors per op); the joint graph could not be "
+            "captured"]
 
 
 def _default_model() -> str:
@@ -185,7 +215,9 @@ def device_report(model, layout, values: dict) -> dict:
 
 
 def _short(expr, limit: int = 400) -> str:
-    text = pretty(expr, factor=False)
+    expr = sympy.sympify(expr)
+    # a maximum over peak candidates is shown as built: expanding it re-runs sympy's Max simplification
+    text = str(expr) if expr.has(sympy.Max, sympy.Min, sympy.Piecewise) else pretty(expr, factor=False)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

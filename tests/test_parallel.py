@@ -8,6 +8,7 @@ FLOPs are checked against FlopCounterMode on a model built in one rank's shapes;
 memory against MemTracker run in a fake rank.
 """
 
+import contextlib
 from collections import Counter
 
 import pytest
@@ -50,16 +51,25 @@ FUNCOL = {"all_reduce": "all_reduce", "all_gather_into_tensor": "all_gather", "r
           "all_to_all_single": "all_to_all"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fake_pg():
+@contextlib.contextmanager
+def fake_process_group(world: int):
+    """torch's fake process group of ``world`` ranks (this process is rank 0), unless one is up."""
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
     started = not dist.is_initialized()
     if started:
-        dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=WORLD)
-    yield
-    if started:
-        dist.destroy_process_group()
+        dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
+    try:
+        yield
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fake_pg():
+    with fake_process_group(WORLD):
+        yield
 
 
 def conv1d_to_linear(model):

@@ -81,6 +81,21 @@ def test_layouts_respect_shapes_and_devices(train_model):
     assert {lay.zero for lay in layouts} == {0, 1, 2, 3} and {lay.recompute for lay in layouts} == {"none", "selective", "full"}
 
 
+def test_train_memory_from_the_sharded_joint_graph(train_model):
+    """At pp = 1 a layout's training memory is the largest candidate peak of one rank's joint
+    graph (weights, gradients and AdamW states split by tp), ZeRO-1 dividing the states by dp."""
+    joint = train_model.joint
+    assert joint is not None and joint.plan.tp.columns  # the joint graph was captured and sharded
+    at = {sym("tp"): 2, sym("batch_size"): 4, sym("seq_len"): 64, sym("w_bytes"): 2, sym("a_bytes"): 2,
+          sym("kv_bytes"): 2}
+    peaks = [float(sympy.Add(*c.values()).xreplace(at)) for c in joint.steps[0]]
+    plain, zero1 = evaluate_layouts(train_model, [Layout(tp=2, micro_batch=4), Layout(tp=2, dp=2, micro_batch=4, zero=1)])
+    assert plain["first"]["memory"]["total"] == pytest.approx(max(peaks))
+    states = float(joint.values()["joint.totals.optimizer"].xreplace(at))
+    assert zero1["first"]["memory"]["optimizer"] == pytest.approx(states / 2)
+    assert plain["first"]["memory"]["weights"] == pytest.approx(2 * plain["first"]["params"])  # bf16 parameters
+
+
 def test_recompute_trades_memory_for_time(train_model):
     lays = [Layout(tp=2, pp=2, dp=2, micro_batch=4, micro_batches=8, recompute=r) for r in ("none", "selective", "full")]
     none, _, full = evaluate_layouts(train_model, lays)

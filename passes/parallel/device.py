@@ -12,6 +12,7 @@ micro-batch); ``pp``, ``dp`` and the micro-batch count enter in ``step.assemble`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import sympy
@@ -98,6 +99,7 @@ class DeviceModel:
     flavor: str = "megatron"
     algorithm: str = "auto"
     overlap: bool = True
+    joint: Any = None  # passes.parallel.joint_memory.JointMemory: training memory from the joint graph
     variants: dict[bool, Variant] = field(default_factory=dict)
     _values: dict = field(default_factory=dict, repr=False)
 
@@ -138,6 +140,10 @@ class DeviceModel:
         out["layer.boundary"] = var.parts["layer"].boundary or var.parts["pre"].boundary
         out["post.tied"], out["post.tied_bytes"] = var.parts["post"].tied
         out["full_flops"], out["tokens"], out["transient"] = self.full_flops, self.tokens, var.transient
+        if self.joint is not None:  # training memory of one rank from the sharded joint graph (pp = 1)
+            out.update(self.joint.values())
+            base = self.variant(False).parts
+            out["joint.base_saved"] = base["pre"].saved + self.layers * base["layer"].saved + base["post"].saved
         fixed = {sym(k): v for k, v in self.bindings.items()}
         self._values[sp] = {k: from_kv_len(sympy.sympify(e)).xreplace(fixed) for k, e in out.items()}
         return self._values[sp]
@@ -206,9 +212,12 @@ def _cross_entropy(ir: IRGraph, tp: TPPlan) -> list[Collective]:
 
 
 def device_model(ir: IRGraph, scenario: str, target: Target | str, *, full_flops=None, bindings=None,
-                 mode: str = "flash", flavor: str = "megatron", algorithm: str = "auto", overlap: bool = True) -> DeviceModel:
+                 mode: str = "flash", flavor: str = "megatron", algorithm: str = "auto", overlap: bool = True,
+                 joint: IRGraph | None = None) -> DeviceModel:
     """The per-device model of an annotated forward graph ``ir`` (prefill or decode capture;
-    ``train`` reads a forward capture with logits at every position)."""
+    ``train`` reads a forward capture with logits at every position). ``joint``: the annotated
+    joint training graph of the same model (``--scenario train`` capture, optimizer nodes
+    included): training memory then comes from its sharded copy (``passes.parallel.joint_memory``)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
     target = load_target(target)
@@ -225,8 +234,13 @@ def device_model(ir: IRGraph, scenario: str, target: Target | str, *, full_flops
     bindings.setdefault("a_bytes", 2)
     bindings.setdefault("w_bytes", 2)
     bindings.setdefault("kv_bytes", bindings["a_bytes"])
-    return DeviceModel(ir, scenario, target, topo, mode, bindings, full_flops, tokens, tp, sp, ep, cut, flavor,
-                       algorithm, overlap)
+    model = DeviceModel(ir, scenario, target, topo, mode, bindings, full_flops, tokens, tp, sp, ep, cut, flavor,
+                        algorithm, overlap)
+    if joint is not None and scenario == "train":
+        from passes.parallel.joint_memory import joint_memory
+
+        model.joint = joint_memory(joint)
+    return model
 
 
 __all__ = ["DP", "DeviceModel", "Layout", "SCENARIOS", "Variant", "device_model"]

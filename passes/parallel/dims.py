@@ -64,7 +64,8 @@ def _prod(shape) -> sympy.Expr:
 
 POINTWISE_COPIES = {"to", "_to_copy", "clone", "contiguous", "copy", "type_as", "copy_", "detach", "alias",
                     "lift_fresh_copy", "tril", "triu", "masked_fill", "where", "fill", "zero_", "dropout",
-                    "native_dropout", "resolve_conj", "resolve_neg", "positive"}
+                    "native_dropout", "resolve_conj", "resolve_neg", "positive", "empty_like", "zeros_like",
+                    "ones_like", "full_like", "rand_like", "randn_like", "bernoulli", "bernoulli_"}
 RESHAPES = {"view", "_unsafe_view", "reshape", "_reshape_alias", "view_copy", "flatten", "unflatten", "reshape_as",
             "view_as", "_reshape_copy", "reshape_alias"}
 SLICES = {"slice", "narrow", "split", "split_with_sizes", "chunk", "tensor_split", "unsafe_split",
@@ -83,6 +84,11 @@ class Propagator:
         self.ir = ir
         self.stateful = stateful
         self.unit = unit  # the symbol a sequence split divides (passes.parallel.sp), else None
+        #: split value -> size of the split factor when its dim merges it with others (the heads of
+        #: ``(batch·heads, seq, head_dim)`` after an eager attention's reshape): reshapes back find it
+        self.factors: dict[str, object] = {}
+        self._factor = None
+        self._new_factor = None
 
     def _outside(self, node: OpNode, pos: int, dim: int, why: str) -> int | None:
         """An unsplit input at ``pos`` aligned to split dim ``dim`` (or None: not aligned):
@@ -96,6 +102,33 @@ class Propagator:
         raise Conflict(f"{why}: input {pos} ({value}) is an activation of the whole size along the split dim")
 
     def propagate(self, node: OpNode, split: dict[int, int]) -> Step:
+        pos, _d = next(iter(split.items()))
+        self._factor = self.factors.get(node.input_values[pos]) if pos < len(node.input_values) else None
+        self._new_factor = None
+        step = self._rules(node, split)
+        self.carry(node, split, step, _name(node.op) in RESHAPES)
+        return step
+
+    def carry(self, node: OpNode, split: dict[int, int], step: Step, reshaped: bool = False) -> None:
+        """Record the split factor of ``step``'s outputs (see ``factors``)."""
+        pos, d = next(iter(split.items()))
+        f = self.factors.get(node.input_values[pos]) if pos < len(node.input_values) else None
+        for i, od in step.outputs.items():
+            v = node.output_values[i] if i < len(node.output_values) else None
+            if v is None or od is None:
+                continue
+            if reshaped:
+                nf = self._new_factor
+            else:
+                out, src = node.outputs[i], node.inputs[pos]
+                same = out is not None and src is not None and od < len(out.shape) and equal(out.shape[od], src.shape[d])
+                nf = f if same else None
+            if nf is None:
+                self.factors.pop(v, None)
+            else:
+                self.factors[v] = nf
+
+    def _rules(self, node: OpNode, split: dict[int, int]) -> Step:
         name = _name(node.op)
         kind = node.kind
         ins = node.inputs
@@ -162,9 +195,12 @@ class Propagator:
             having = [j for j, s in enumerate(dst) if self.unit.free_symbols <= sympy.sympify(s).free_symbols]
             if len(having) == 1:
                 return having[0]
-        span = _prod(src[d:])
+        size = self._factor if self._factor is not None else src[d]
+        span = _prod(src[d + 1:]) * size
         for j in range(len(dst) - 1, -1, -1):
             if _divides(_prod(dst[j:]), span) and not _divides(_prod(dst[j + 1:]), span):
+                whole = _divides(span, _prod(dst[j:]))  # dim j lies within the split factor's range
+                self._new_factor = None if whole or equal(dst[j], size) else size
                 return j
         raise Conflict("reshape moves the split dim")
 

@@ -33,7 +33,7 @@ from passes.parallel.tp import TPPlan
 
 TP = sym("tp")
 CAPTURE_FIELDS = ("op", "inputs", "outputs", "input_values", "output_values", "args", "scope", "source", "input_setup",
-                  "onnx_name", "tensor_names", "flags", "phase", "missing_shape", "not_aten", "module")
+                  "onnx_name", "tensor_names", "flags", "phase", "grad_of", "missing_shape", "not_aten", "module")
 
 
 def divide(spec: TensorSpec | None, dim: int | None, degree) -> TensorSpec | None:

@@ -88,7 +88,7 @@ def assemble(v: dict, lay: dict, scenario: str, ctime, peak: float, bandwidth: f
     roles = _roles(lay, ops, stages)
     send = ctime("send_recv", v["layer.boundary"], "pp", lay) * ops.where(ops.gt(pp, 1), 1, 0)
     if scenario == "train":
-        return _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap)
+        return _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap, layers)
     return _serve(v, lay, roles, send, peak, ops, layers)
 
 
@@ -96,7 +96,7 @@ def _part_sum(v, key, n, pre, post):
     return pre * v[f"pre.{key}"] + n * v[f"layer.{key}"] + post * v[f"post.{key}"]
 
 
-def _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap):
+def _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap, layers=1):
     rc = lay["recompute"]
     full = ops.where(ops.gt(rc, 1), 1, 0)
     sel = ops.where(ops.gt(rc, 0), 1, 0) - full
@@ -128,6 +128,9 @@ def _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap):
         mem = {"weights": w * psi / ops.where(ops.gt(zero, 2), dp, 1), "gradients": g * psi / ops.where(ops.gt(zero, 1), dp, 1),
                "optimizer": k * psi / ops.where(ops.gt(zero, 0), dp, 1), "activations": acts, "kv_cache": 0 * psi}
         mem["total"] = mem["weights"] + mem["gradients"] + mem["optimizer"] + mem["activations"]
+        if "joint.base_saved" in v:
+            psi_all = _part_sum(v, "params", layers, 1, 1) - v["post.tied"]
+            mem = _joint(v, lay, ops, psi / psi_all, acts / v["joint.base_saved"])
         out[role] = {"memory": mem, "params": psi, "compute": fwd + bwd + again, "forward": fwd, "backward": bwd + again,
                      "per_micro_batch": per_mb[role],
                      "tp_comm": tp_comm, "ep_comm": ep_comm, "pp_comm": 2 * send, "dp_comm": step_dp + zmb * lay["m"],
@@ -144,6 +147,34 @@ def _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap):
                    "tflops_per_device": model_flops / (step * devices) / 1e12, "slowest_micro_batch": slowest,
                    "memory": ops.max(out["first"]["memory"]["total"], out["last"]["memory"]["total"])}
     return out
+
+
+def _joint(v, lay, ops, share, act_share) -> dict:
+    """A role's training memory from the sharded joint graph's candidate peaks (passes.parallel.
+    joint_memory): weights, gradients and optimizer states divided by ``dp`` as ZeRO's stage says,
+    the largest candidate taken. Exact for ``pp = 1`` without recompute; otherwise an approximation:
+    the state scaled by the stage's share of the parameters (``share``), the activations by the
+    forward saved-tensor estimate of the stage, its micro-batches in flight and its recompute
+    policy over that of the whole model (``act_share``)."""
+    zero, dp = lay["zero"], lay["dp"]
+    div = {"weights": ops.where(ops.gt(zero, 2), dp, 1), "gradients": ops.where(ops.gt(zero, 1), dp, 1),
+           "optimizer": ops.where(ops.gt(zero, 0), dp, 1)}
+    totals = {}
+    for m in (0, 1):
+        best = None
+        i = 0
+        while f"joint.{m}.{i}.rest" in v:
+            c = sum(share * v[f"joint.{m}.{i}.{k}"] / div[k] for k in div) + act_share * v[f"joint.{m}.{i}.rest"]
+            best = c if best is None else ops.max(best, c)
+            i += 1
+        totals[m] = best
+    total = ops.where(ops.gt(lay["m"], 1), totals[1], totals[0])
+    mem = {"weights": share * v["joint.totals.weights"] / div["weights"],
+           "gradients": share * v["joint.totals.gradients"] / div["gradients"],
+           "optimizer": share * v["joint.totals.optimizer"] / div["optimizer"], "kv_cache": 0 * share}
+    mem["activations"] = total - mem["weights"] - mem["gradients"] - mem["optimizer"]
+    mem["total"] = total
+    return mem
 
 
 def _serve(v, lay, roles, send, peak, ops, layers):

@@ -61,6 +61,7 @@ class TPPlan:
     entries: dict[str, list[str]] = field(default_factory=dict)  # whole value a column reads -> the columns
     failed: dict[str, str] = field(default_factory=dict)  # projection left whole -> why
     divides: set = field(default_factory=set)  # sizes the degree must divide
+    factors: dict = field(default_factory=dict)  # split value -> size of its split factor (dims.Propagator)
 
     def replicated(self, ir: IRGraph) -> list[str]:
         """Nodes doing work that every rank repeats whole (norms, residual adds, ...)."""
@@ -174,12 +175,16 @@ class _Regions:
         return roots[0]
 
 
-def _walk(ir: IRGraph, projs: dict[str, Projection], blocked: set[str], vocab: str | None, prop: Propagator):
+def _walk(ir: IRGraph, projs: dict[str, Projection], blocked: set[str], vocab: str | None, prop: Propagator,
+          only: set[str] | None = None):
     plan = TPPlan(projs, vocab_embedding=vocab)
     regions = _Regions()
     owner: dict[str, str] = {}  # split value -> a column candidate of its region
     conflicts: dict[str, str] = {}  # region root -> reason
+    prop.factors = {}
     for n, a in ir.nodes():
+        if only is not None and n not in only:
+            continue
         split = {pos: plan.splits[v] for pos, v in enumerate(a.input_values) if v in plan.splits and v in owner}
         p = projs.get(n)
         if n == vocab:
@@ -230,6 +235,7 @@ def _walk(ir: IRGraph, projs: dict[str, Projection], blocked: set[str], vocab: s
             v = a.input_values[pos]
             if v is not None and ir.values[v].producer is None:  # model state stored as a slice (KV cache, table)
                 plan.splits[v] = d
+    plan.factors = dict(prop.factors)
     failed = {}
     for cand in plan.columns:
         root = regions.find(cand)
@@ -241,15 +247,18 @@ def _walk(ir: IRGraph, projs: dict[str, Projection], blocked: set[str], vocab: s
     return plan, failed
 
 
-def tensor_parallel(ir: IRGraph) -> TPPlan:
-    """Find the Megatron splits of an annotated IR (costs and kinds set)."""
+def tensor_parallel(ir: IRGraph, only: set[str] | None = None) -> TPPlan:
+    """Find the Megatron splits of an annotated IR (costs and kinds set); ``only``: walk these
+    nodes alone (the forward of a joint training graph, ``passes.parallel.joint_shard``)."""
     projs = projections(ir)
+    if only is not None:
+        projs = {n: p for n, p in projs.items() if n in only}
     vocab = _vocab_embedding(ir, projs)
     prop = Propagator(ir, stateful_values(ir))
     blocked: set[str] = set()
     reasons: dict[str, str] = {}
     for _ in range(len(projs) + 1):
-        plan, failed = _walk(ir, projs, blocked, vocab, prop)
+        plan, failed = _walk(ir, projs, blocked, vocab, prop, only)
         if not failed:
             break
         reasons.update(failed)
