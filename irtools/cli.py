@@ -490,12 +490,15 @@ def entry() -> None:
     returned and the streams are flushed the process exits without tearing down the
     interpreter, which spends a fifth of a small ONNX analysis freeing sympy's caches one
     object at a time. Every output file is already complete by then (written to a temporary
-    file and renamed, irtools/files.py)."""
+    file and renamed, irtools/files.py), and the exit functions registered with ``atexit``
+    (coverage, profilers, logging) run first."""
+    import atexit
     import gc
 
     gc.freeze()
     code = main()
     try:
+        atexit._run_exitfuncs()  # what a normal exit runs before the teardown this skips
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:  # `irtools analyze ... | head`: the reader left; nothing more to say

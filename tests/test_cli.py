@@ -103,6 +103,21 @@ def test_subprocess_no_traceback_and_debug_shows_it():
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+def test_console_entry_quick_exit_keeps_status_output_and_exit_hooks(tmp_path):
+    """``irtools`` (cli.entry) skips the interpreter's teardown but still returns main's status,
+    flushes everything it printed and runs the ``atexit`` functions registered before it."""
+    marker = tmp_path / "hook_ran"
+    code = ("import atexit, runpy, sys\n"
+            f"atexit.register(lambda: open({str(marker)!r}, 'w').write('ran'))\n"
+            "runpy.run_module('irtools.cli', run_name='__main__', alter_sys=True)\n")
+    ok = subprocess.run([sys.executable, "-c", code, "targets"], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and "h100-sxm" in ok.stdout and marker.read_text() == "ran"
+    marker.unlink()
+    bad = subprocess.run([sys.executable, "-c", code, "analyze", str(tmp_path / "missing.onnx")], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert bad.returncode == 2 and bad.stderr.startswith("irtools: error: ") and marker.read_text() == "ran"
+
+
 @pytest.mark.parametrize("args", [["analyze", "--format", "xml"], ["analyze", "--bogus"], ["export"]])
 def test_usage_errors_are_one_line(capsys, args):
     with pytest.raises(SystemExit) as stop:
