@@ -82,15 +82,18 @@ def device_model_for(options: PlanOptions, scenario: str | None = None, seq_len=
     d = DEFAULTS[scenario]
     ir, flops, bindings = _capture(options, scenario, seq_len or options.seq_len or d["seq_len"],
                                    context or options.context or d.get("context"))
-    joint = _capture_joint(options, bindings) if scenario == "train" and options.joint else None
+    joint = full = None
+    if scenario == "train" and options.joint:
+        joint = _capture_joint(options, bindings)
+        full = _capture_joint(options, bindings, "full") if joint is not None else None
     return device_model(ir, scenario, options.target, full_flops=flops, bindings=bindings, mode=options.mode,
-                        flavor=options.flavor, overlap=options.overlap, joint=joint)
+                        flavor=options.flavor, overlap=options.overlap, joint=joint, joint_full=full)
 
 
-def _capture_joint(options: PlanOptions, bindings: dict):
-    """The joint forward+backward+optimizer graph (``--scenario train``'s capture), whose sharded
-    copy gives the per-device training memory; None when the model has no such capture (the
-    forward's saved-tensor estimate is used then)."""
+def _capture_joint(options: PlanOptions, bindings: dict, recompute: str = "none"):
+    """The joint forward+backward+optimizer graph (``--scenario train``'s capture, with
+    ``recompute``), whose sharded copy gives the per-device training memory; None when the model
+    has no such capture (the forward's saved-tensor estimate is used then)."""
     from irtools import pipeline
     from irtools.ir.errors import IrtoolsError
 
@@ -98,7 +101,8 @@ def _capture_joint(options: PlanOptions, bindings: dict):
     fixed.setdefault("w_bytes", 2)
     fixed.setdefault("a_bytes", 2)
     try:
-        return pipeline.run(pipeline.Options(model=options.model, scenario="train", bindings=fixed)).ir
+        return pipeline.run(pipeline.Options(model=options.model, scenario="train", bindings=fixed,
+                                             recompute=recompute)).ir
     except (IrtoolsError, NotImplementedError, RuntimeError):
         return None
 
@@ -169,8 +173,9 @@ def _memory_source(model) -> list[str]:
         return []
     if model.joint is not None:
         return ["training memory: one rank's copy of the joint forward + backward + AdamW graph (tensor-parallel "
-                "splits carried into backward and optimizer), its peak from tensor lifetimes; exact at pp = 1 without "
-                "recompute, its activations scaled by the forward's saved-tensor estimate for pp > 1 and recompute"]
+                "splits carried into backward and optimizer), captured without and with full recompute, its peak from "
+                "tensor lifetimes; exact at pp = 1 (none or full recompute), activations scaled by the forward's "
+                "saved-tensor estimate for pp > 1 and selective recompute"]
     return ["training memory: estimated from the forward graph (saved tensors per op); the joint graph could not be "
             "captured"]
 

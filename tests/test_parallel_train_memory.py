@@ -63,16 +63,29 @@ def models():
             cache[arch] = (forward, joint)
         return cache[arch]
 
+    def full(arch):  # the joint graph captured with full recompute
+        key = (arch, "full")
+        if key not in cache:
+            config, model = build(arch)
+            recipe = hf.recipe(config, "prefill", arch, model=model, all_logits=True)
+            recipe.config = config
+            cache[key] = run_ir(capture_recipe(train_recipe(recipe)), Options(
+                scenario="train", optimizer="adam:single", recompute="full", bindings=dict(FP32))).ir
+        return cache[key]
+
+    get.full = full
     return get
 
 
-def memtracker(arch, tp, b, s) -> dict[str, int]:
+def memtracker(arch, tp, b, s, checkpoint=False) -> dict[str, int]:
     """MemTracker over a steady-state step of one rank: its peak categories, and the bytes of the
     rank's local gradients after backward, the embedding's as a shard (DTensor's vocab-parallel
     embedding returns its gradient replicated; Megatron-LM keeps it split)."""
     from torch.distributed._tools.mem_tracker import MemTracker
 
     model = parallelize(build(arch)[1].train(), arch, tp, False)
+    if checkpoint:  # every decoder layer recomputed in backward (full recompute)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     opt = torch.optim.Adam(model.parameters(), foreach=False)
     ids = torch.randint(0, 128, (b, s))
     model(input_ids=ids, labels=ids, use_cache=False).loss.backward()  # warm-up: Adam's states exist
@@ -116,6 +129,21 @@ def check(models, arch, tp, points=POINTS):
 
 def test_llama_tp2_training_memory_within_5pct_of_memtracker_parts_exact(models):
     check(models, "llama", 2)
+
+
+def test_full_recompute_training_memory_within_5pct_of_memtracker(models):
+    """A layout with full recompute reads the joint graph captured with it: within 5 % of
+    MemTracker over transformers' per-layer gradient checkpointing in the rank (tp = 2)."""
+    forward, joint = models("llama")
+    for b, s in POINTS[1:]:
+        real = memtracker("llama", 2, b, s, checkpoint=True)
+        model = device_model(forward.ir, "train", "h100-sxm", bindings={"seq_len": s, **FP32}, joint=joint,
+                             joint_full=models.full("llama"))
+        kept, redone = (evaluate_layout(model, Layout(tp=2, micro_batch=b, recompute=r))["first"]["memory"]
+                        for r in ("none", "full"))
+        assert redone["weights"] == kept["weights"] and redone["optimizer"] == kept["optimizer"]
+        assert abs(redone["total"] / real["Total"] - 1) < 0.05, (b, s, redone, real)
+        assert redone["activations"] < 0.75 * kept["activations"]
 
 
 @pytest.mark.slow

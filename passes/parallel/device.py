@@ -100,6 +100,7 @@ class DeviceModel:
     algorithm: str = "auto"
     overlap: bool = True
     joint: Any = None  # passes.parallel.joint_memory.JointMemory: training memory from the joint graph
+    joint_full: Any = None  # the same for the joint graph captured with full recompute
     variants: dict[bool, Variant] = field(default_factory=dict)
     _values: dict = field(default_factory=dict, repr=False)
 
@@ -144,6 +145,10 @@ class DeviceModel:
             out.update(self.joint.values())
             base = self.variant(False).parts
             out["joint.base_saved"] = base["pre"].saved + self.layers * base["layer"].saved + base["post"].saved
+            if self.joint_full is not None:  # full recompute: saved are the layer boundaries, one layer at a time
+                out.update(self.joint_full.values("joint_full"))
+                out["joint_full.base_saved"] = (base["pre"].saved + self.layers * base["layer"].boundary
+                                                + base["post"].saved + base["layer"].saved)
         fixed = {sym(k): v for k, v in self.bindings.items()}
         self._values[sp] = {k: from_kv_len(sympy.sympify(e)).xreplace(fixed) for k, e in out.items()}
         return self._values[sp]
@@ -213,11 +218,12 @@ def _cross_entropy(ir: IRGraph, tp: TPPlan) -> list[Collective]:
 
 def device_model(ir: IRGraph, scenario: str, target: Target | str, *, full_flops=None, bindings=None,
                  mode: str = "flash", flavor: str = "megatron", algorithm: str = "auto", overlap: bool = True,
-                 joint: IRGraph | None = None) -> DeviceModel:
+                 joint: IRGraph | None = None, joint_full: IRGraph | None = None) -> DeviceModel:
     """The per-device model of an annotated forward graph ``ir`` (prefill or decode capture;
     ``train`` reads a forward capture with logits at every position). ``joint``: the annotated
     joint training graph of the same model (``--scenario train`` capture, optimizer nodes
-    included): training memory then comes from its sharded copy (``passes.parallel.joint_memory``)."""
+    included): training memory then comes from its sharded copy (``passes.parallel.joint_memory``);
+    ``joint_full``: the joint graph captured with full recompute, for the layouts that recompute."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
     target = load_target(target)
@@ -240,6 +246,8 @@ def device_model(ir: IRGraph, scenario: str, target: Target | str, *, full_flops
         from passes.parallel.joint_memory import joint_memory
 
         model.joint = joint_memory(joint)
+        if joint_full is not None:
+            model.joint_full = joint_memory(joint_full)
     return model
 
 

@@ -33,12 +33,12 @@ class JointMemory:
     steps: dict[int, list[dict[str, sympy.Expr]]] = field(default_factory=dict)
     totals: dict[str, sympy.Expr] = field(default_factory=dict)  # whole categories of the step (train_memory)
 
-    def values(self) -> dict[str, sympy.Expr]:
-        """Flat keys for the per-device model: ``joint.<accumulate>.<i>.<key>``."""
-        out = {f"joint.{m}.{i}.{k}": e for m, cands in self.steps.items() for i, c in enumerate(cands)
+    def values(self, prefix: str = "joint") -> dict[str, sympy.Expr]:
+        """Flat keys for the per-device model: ``<prefix>.<accumulate>.<i>.<key>``."""
+        out = {f"{prefix}.{m}.{i}.{k}": e for m, cands in self.steps.items() for i, c in enumerate(cands)
                for k, e in c.items()}
         for k, cats in GROUPS.items():
-            out[f"joint.totals.{k}"] = sympy.Add(*(self.totals.get(c, 0) for c in cats))
+            out[f"{prefix}.totals.{k}"] = sympy.Add(*(self.totals.get(c, 0) for c in cats))
         return out
 
 

@@ -131,6 +131,9 @@ def _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap, layers=1):
         if "joint.base_saved" in v:
             psi_all = _part_sum(v, "params", layers, 1, 1) - v["post.tied"]
             mem = _joint(v, lay, ops, psi / psi_all, acts / v["joint.base_saved"])
+            if "joint_full.base_saved" in v:  # full recompute: the joint graph captured with it
+                redone = _joint(v, lay, ops, psi / psi_all, acts / v["joint_full.base_saved"], "joint_full")
+                mem = {key: full * redone[key] + (1 - full) * mem[key] for key in mem}
         out[role] = {"memory": mem, "params": psi, "compute": fwd + bwd + again, "forward": fwd, "backward": bwd + again,
                      "per_micro_batch": per_mb[role],
                      "tp_comm": tp_comm, "ep_comm": ep_comm, "pp_comm": 2 * send, "dp_comm": step_dp + zmb * lay["m"],
@@ -149,7 +152,7 @@ def _train(v, lay, roles, send, ctime, peak, bandwidth, ops, overlap, layers=1):
     return out
 
 
-def _joint(v, lay, ops, share, act_share) -> dict:
+def _joint(v, lay, ops, share, act_share, prefix: str = "joint") -> dict:
     """A role's training memory from the sharded joint graph's candidate peaks (passes.parallel.
     joint_memory): weights, gradients and optimizer states divided by ``dp`` as ZeRO's stage says,
     the largest candidate taken. Exact for ``pp = 1`` without recompute; otherwise an approximation:
@@ -163,15 +166,15 @@ def _joint(v, lay, ops, share, act_share) -> dict:
     for m in (0, 1):
         best = None
         i = 0
-        while f"joint.{m}.{i}.rest" in v:
-            c = sum(share * v[f"joint.{m}.{i}.{k}"] / div[k] for k in div) + act_share * v[f"joint.{m}.{i}.rest"]
+        while f"{prefix}.{m}.{i}.rest" in v:
+            c = sum(share * v[f"{prefix}.{m}.{i}.{k}"] / div[k] for k in div) + act_share * v[f"{prefix}.{m}.{i}.rest"]
             best = c if best is None else ops.max(best, c)
             i += 1
         totals[m] = best
     total = ops.where(ops.gt(lay["m"], 1), totals[1], totals[0])
-    mem = {"weights": share * v["joint.totals.weights"] / div["weights"],
-           "gradients": share * v["joint.totals.gradients"] / div["gradients"],
-           "optimizer": share * v["joint.totals.optimizer"] / div["optimizer"], "kv_cache": 0 * share}
+    mem = {"weights": share * v[f"{prefix}.totals.weights"] / div["weights"],
+           "gradients": share * v[f"{prefix}.totals.gradients"] / div["gradients"],
+           "optimizer": share * v[f"{prefix}.totals.optimizer"] / div["optimizer"], "kv_cache": 0 * share}
     mem["activations"] = total - mem["weights"] - mem["gradients"] - mem["optimizer"]
     mem["total"] = total
     return mem
