@@ -33,6 +33,11 @@ class Step:
     outputs: dict[int, int]
     adopted: dict[int, int]
 
+    def split_outputs(self, node: OpNode) -> list[tuple[int, str, int]]:
+        """(output index, value id, split dim) of each of ``node``'s outputs this step splits."""
+        vals = node.output_values
+        return [(i, vals[i], d) for i, d in self.outputs.items() if i < len(vals) and vals[i] is not None and d is not None]
+
 
 def equal(a, b) -> bool:
     if a == b:
@@ -113,10 +118,7 @@ class Propagator:
         """Record the split factor of ``step``'s outputs (see ``factors``)."""
         pos, d = next(iter(split.items()))
         f = self.factors.get(node.input_values[pos]) if pos < len(node.input_values) else None
-        for i, od in step.outputs.items():
-            v = node.output_values[i] if i < len(node.output_values) else None
-            if v is None or od is None:
-                continue
+        for i, v, od in step.split_outputs(node):
             if reshaped:
                 nf = self._new_factor
             else:

@@ -192,10 +192,8 @@ def joint_tensor_parallel(ir: IRGraph) -> JointPlan:
         tp.region.add(n)
         if is_partial:
             partial[a.output_values[0]] = n
-        for i, d in step.outputs.items():
-            v = a.output_values[i] if i < len(a.output_values) else None
-            if v is not None and d is not None:
-                splits[v] = d
+        for _i, v, d in step.split_outputs(a):
+            splits[v] = d
         for pos, d in step.adopted.items():
             tp.node_inputs.setdefault(n, {})[pos] = d
     _gradients(ir, plan)

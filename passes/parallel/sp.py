@@ -74,10 +74,8 @@ def sequence_parallel(ir: IRGraph, tp: TPPlan) -> SPPlan:
             plan.reasons[n] = str(exc)
             continue
         plan.region.add(n)
-        for i, d in step.outputs.items():
-            v = a.output_values[i] if i < len(a.output_values) else None
-            if v is not None:
-                plan.splits[v] = d
+        for _i, v, d in step.split_outputs(a):
+            plan.splits[v] = d
         for pos, d in step.adopted.items():
             plan.node_inputs.setdefault(n, {})[pos] = d
     plan.gather_outputs = [v for v in ir.meta.output_values or [] if v in plan.splits]

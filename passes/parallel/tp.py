@@ -222,14 +222,12 @@ def _walk(ir: IRGraph, projs: dict[str, Projection], blocked: set[str], vocab: s
             conflicts.setdefault(root, f"{n}: {exc}")
             continue
         plan.region.add(n)
-        for i, d in step.outputs.items():
-            v = a.output_values[i] if i < len(a.output_values) else None
-            if v is not None:
-                plan.splits[v] = d
-                owner[v] = root
-                spec = a.outputs[i]
-                if spec is not None and d < len(spec.shape):
-                    plan.divides.add(spec.shape[d])
+        for i, v, d in step.split_outputs(a):
+            plan.splits[v] = d
+            owner[v] = root
+            spec = a.outputs[i]
+            if spec is not None and d < len(spec.shape):
+                plan.divides.add(spec.shape[d])
         for pos, d in step.adopted.items():
             plan.node_inputs.setdefault(n, {})[pos] = d
             v = a.input_values[pos]
