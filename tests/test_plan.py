@@ -170,3 +170,23 @@ def test_cli_plan(llama_cfg, capsys, tmp_path):
     assert '<svg class="timeline"' in render_plan_html(report)
     assert main(["plan", llama_cfg, "--target", "h100-sxm", "--devices", "0"]) == 2
     assert "--devices must be a positive integer" in capsys.readouterr().err
+
+
+def test_joint_capture_failure_falls_back_and_says_so(monkeypatch, train_model):
+    """A model whose joint training graph cannot be captured keeps the forward estimate, and the
+    report's assumptions say which source the training memory came from."""
+    import dataclasses
+
+    from irtools import pipeline, plan
+    from irtools.ir.errors import IrtoolsError
+
+    def refuse(options):
+        raise IrtoolsError("no joint graph for this model")
+
+    monkeypatch.setattr(pipeline, "run", refuse)
+    assert plan._capture_joint(PlanOptions("model", "h100-sxm", 8), {"seq_len": 64}) is None
+    assert "joint forward + backward + AdamW graph" in plan._memory_source(train_model)[0]
+    fallback = dataclasses.replace(train_model, joint=None, joint_full=None, _values={})
+    assert "could not be captured" in plan._memory_source(fallback)[0]
+    lay = Layout(tp=2, micro_batch=4)
+    assert evaluate_layout(fallback, lay)["first"]["memory"]["total"] != evaluate_layout(train_model, lay)["first"]["memory"]["total"]
